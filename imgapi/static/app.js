@@ -1,0 +1,837 @@
+// imgapi web page: choose an image, upscale or stylize it through the public HTTP API, compare, download.
+// Plain ES module, no build step, no dependencies. It only talks to the routes of shared/API.md.
+
+// Used until GET /health says otherwise (it reports the server's real limits in "limits").
+const DEFAULT_LIMITS = Object.freeze({
+  max_upload_bytes: 4_500_000,
+  max_upscale_pixels: 512 * 512,
+  max_stylize_pixels: 4096 * 4096,
+});
+const STYLIZE_MAX_SIDE = 1024; // the API's default max_side
+const API_STORAGE_KEY = "imgapi.apiBase";
+const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/gif"];
+const ACCEPTED_EXT = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
+const TIFF = /(\.tiff?$)|(^image\/tiff$)/i;
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  apiState: $("api-state"), apiStateText: $("api-state-text"),
+  dropzone: $("dropzone"), fileInput: $("file-input"), dropEmpty: $("drop-empty"), dropFilled: $("drop-filled"),
+  chooseLabel: $("choose-label"), changeLabel: $("change-label"), limitsHint: $("limits-hint"),
+  sourceThumb: $("source-thumb"), sourceName: $("source-name"), sourceMeta: $("source-meta"),
+  sourceNotice: $("source-notice"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
+  taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
+  upscaleOptions: $("upscale-options"), stylizeOptions: $("stylize-options"), upscaleHint: $("upscale-size-hint"),
+  gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
+  run: $("run-button"), cancel: $("cancel-button"), runHint: $("run-hint"),
+  stage: $("stage"), stageEmpty: $("stage-empty"), frame: $("frame"), before: $("before-img"), after: $("after-img"),
+  tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"), compare: $("compare"),
+  legend: $("compare-legend"),
+  busy: $("busy"), busyText: $("busy-text"), busyTime: $("busy-time"), busyCancel: $("busy-cancel"),
+  error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorClose: $("error-close"),
+  errorRetry: $("error-retry"),
+  metaSize: $("meta-size"), metaTime: $("meta-time"), metaModel: $("meta-model"), download: $("download"),
+  status: $("status"),
+  settings: $("settings"), apiForm: $("api-form"), apiInput: $("api-input"), apiReset: $("api-reset"),
+  apiBaseLabel: $("api-base-label"),
+};
+
+const state = {
+  apiBase: "",          // absolute, ends with "/"
+  apiBaseCustom: false, // true when not the page's own origin
+  limits: { ...DEFAULT_LIMITS },
+  source: null,         // {file, name, base, type, bytes, width, height, url}
+  styles: [],
+  controller: null,     // AbortController of the request in flight
+  timer: 0,
+  result: null,         // {objectUrl, width, height, ...}
+  comparePct: 50,
+};
+
+// ---------------------------------------------------------------- formatting
+
+const nf = new Intl.NumberFormat("en-US");
+const fmtInt = (n) => nf.format(Math.round(n));
+
+/** Bytes as "532 KB" / "4.5 MB" (decimal units, as the exact byte count is given next to limits). */
+function fmtBytes(n) {
+  if (n < 1000) return `${n} bytes`;
+  if (n < 1_000_000) return `${(n / 1000).toFixed(n < 10_000 ? 1 : 0)} KB`;
+  return `${(n / 1_000_000).toFixed(n < 10_000_000 ? 1 : 0)} MB`;
+}
+
+function fmtSeconds(ms) {
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
+}
+
+/** A pixel limit as "262,144 pixels (512 × 512)". */
+function fmtPixels(n) {
+  const side = Math.floor(Math.sqrt(n));
+  return `${fmtInt(n)} pixels (${fmtInt(side)} × ${fmtInt(side)})`;
+}
+
+function fileKind(file) {
+  const ext = (file.name.match(/\.([a-z0-9]+)$/i) || [])[1];
+  if (file.type) return file.type.replace(/^image\//, "").replace(/^x-ms-/, "").toUpperCase();
+  return ext ? ext.toUpperCase() : "unknown type";
+}
+
+/** A file-name-safe part: letters, digits, dot, dash, underscore; anything else becomes "_". */
+function safePart(s) {
+  const cleaned = String(s).normalize("NFC").replace(/[^\p{L}\p{N}._-]+/gu, "_").replace(/_+/g, "_")
+    .replace(/^[._]+|[._]+$/g, "");
+  return cleaned.slice(0, 80);
+}
+
+function baseName(fileName) {
+  return safePart(fileName.replace(/\.[^.\/\\]*$/, "")) || "image";
+}
+
+// ---------------------------------------------------------------- API base URL
+
+/** Same-origin default: the folder this page is served from, so a stage path (/prod/) keeps working. */
+function pageBase() {
+  return new URL(".", location.href).href;
+}
+
+function normaliseBase(raw) {
+  let u;
+  try { u = new URL(raw, location.href); } catch { return null; }
+  if (u.protocol !== "https:" && u.protocol !== "http:") return null;
+  u.search = ""; u.hash = "";
+  if (!u.pathname.endsWith("/")) u.pathname += "/";
+  return u.href;
+}
+
+function storageGet() { try { return localStorage.getItem(API_STORAGE_KEY); } catch { return null; } }
+function storageSet(v) { try { v ? localStorage.setItem(API_STORAGE_KEY, v) : localStorage.removeItem(API_STORAGE_KEY); } catch { /* private mode */ } }
+
+/** Order: ?api= (saved for next time) > saved value > <meta name="api-base"> > same origin. */
+function resolveApiBase() {
+  const params = new URLSearchParams(location.search);
+  if (params.has("api")) {
+    const raw = params.get("api").trim();
+    if (raw === "" || raw === "default" || raw === "same-origin") {
+      storageSet(null);
+    } else {
+      const base = normaliseBase(raw);
+      if (base) storageSet(base);
+      else setApiState("warn", `Ignored ?api=${raw}: not an http(s) URL`);
+    }
+  }
+  const saved = storageGet() && normaliseBase(storageGet());
+  const meta = document.querySelector('meta[name="api-base"]')?.content?.trim();
+  const base = saved || (meta && normaliseBase(meta)) || pageBase();
+  setApiBase(base);
+}
+
+function setApiBase(base) {
+  state.apiBase = base;
+  state.apiBaseCustom = base !== pageBase();
+  el.apiBaseLabel.textContent = state.apiBaseCustom ? base : "same origin";
+  el.apiInput.value = state.apiBaseCustom ? base : "";
+}
+
+const apiUrl = (path) => new URL(path, state.apiBase).href;
+
+function setApiState(kind, text) {
+  el.apiState.dataset.state = kind;
+  el.apiStateText.textContent = text;
+}
+
+// ---------------------------------------------------------------- health, limits and styles
+
+let healthRetry = 0;
+
+async function loadHealth() {
+  clearTimeout(healthRetry);
+  try {
+    const res = await fetch(apiUrl("health"), { headers: { Accept: "application/json" } });
+    const body = await res.json().catch(() => null);
+    if (!res.ok || !body) throw new Error(body?.error?.message || `HTTP ${res.status}`);
+    const limits = body.limits || {};
+    state.limits = { ...DEFAULT_LIMITS };
+    for (const key of Object.keys(DEFAULT_LIMITS)) {
+      if (Number.isFinite(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
+    }
+    const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
+    const ready = body.status === "ok";
+    setApiState(ready ? "ok" : "warn", ready ? (models.length ? `API ready · ${models.length} models` : "API ready")
+      : `API status: ${body.status}`);
+  } catch (err) {
+    setApiState("down", `API unreachable (${state.apiBaseCustom ? state.apiBase : "this server"})`);
+    el.apiState.title = String(err.message || err);
+    healthRetry = setTimeout(loadHealth, 15_000);
+  }
+  renderLimitsHint();
+  validate();
+}
+
+function renderLimitsHint() {
+  const l = state.limits;
+  el.limitsHint.textContent = `PNG, JPEG, WebP, BMP, TIFF or GIF · up to ${fmtBytes(l.max_upload_bytes)}` +
+    ` · upscale up to ${fmtInt(Math.floor(Math.sqrt(l.max_upscale_pixels)))}² px`;
+}
+
+async function loadStyles() {
+  galleryMessage("Loading styles…");
+  try {
+    const res = await fetch(apiUrl("styles"), { headers: { Accept: "application/json" } });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) throw new Error(body?.error?.message || `The API answered ${res.status} ${res.statusText}`.trim());
+    state.styles = Array.isArray(body?.styles) ? body.styles : [];
+    renderGallery();
+  } catch (err) {
+    state.styles = [];
+    galleryMessage(`Could not load the styles: ${err.message || err}`, true);
+  }
+  validate();
+}
+
+function galleryMessage(text, isError = false) {
+  el.gallery.replaceChildren();
+  const p = document.createElement("p");
+  p.className = "gallery-msg" + (isError ? " is-error" : "");
+  p.id = "gallery-msg";
+  p.textContent = text;
+  if (isError) {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "secondary small";
+    retry.textContent = "Retry";
+    retry.addEventListener("click", loadStyles);
+    p.append(" ", retry);
+  }
+  el.gallery.append(p);
+}
+
+function renderGallery() {
+  if (!state.styles.length) {
+    galleryMessage("This server has no styles installed.");
+    return;
+  }
+  const previous = selectedStyleName();
+  el.gallery.replaceChildren();
+  state.styles.forEach((style, i) => {
+    const label = document.createElement("label");
+    label.className = "style-card";
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "style";
+    input.value = style.name;
+    input.checked = previous ? previous === style.name : i === 0;
+    const body = document.createElement("span");
+    body.className = "style-card-body";
+    const img = document.createElement("img");
+    img.alt = "";
+    img.loading = "lazy";
+    img.decoding = "async";
+    if (style.thumbnail) img.src = new URL(style.thumbnail, state.apiBase).href;
+    img.addEventListener("error", () => img.classList.add("broken"), { once: true });
+    const text = document.createElement("span");
+    text.className = "style-card-text";
+    const title = document.createElement("span");
+    title.className = "style-title";
+    title.textContent = style.title || style.name;
+    text.append(title);
+    if (style.artist) {
+      const artist = document.createElement("span");
+      artist.className = "style-artist";
+      artist.textContent = style.artist;
+      text.append(artist);
+    }
+    if (style.licence) {
+      const licence = document.createElement("span");
+      licence.className = "style-licence";
+      licence.textContent = style.licence;
+      text.append(licence);
+    }
+    body.append(img, text);
+    label.append(input, body);
+    input.addEventListener("change", validate);
+    el.gallery.append(label);
+  });
+}
+
+function selectedStyleName() {
+  return el.gallery.querySelector('input[name="style"]:checked')?.value || null;
+}
+
+function selectedStyle() {
+  const name = selectedStyleName();
+  return state.styles.find((s) => s.name === name) || null;
+}
+
+// ---------------------------------------------------------------- choosing the image
+
+function showSourceNotice(text, kind = "error") {
+  el.sourceNotice.textContent = text;
+  el.sourceNotice.dataset.kind = kind;
+  el.sourceNotice.hidden = !text;
+}
+
+function decodeSize(url) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve({ width: img.naturalWidth, height: img.naturalHeight });
+    img.onerror = () => reject(new Error("not decodable"));
+    img.src = url;
+  });
+}
+
+/** Takes a File from the picker, a drop or the clipboard; refuses it here when the API would. */
+async function useFile(file, origin) {
+  if (!file) return;
+  showSourceNotice("");
+  const name = origin === "paste" && (!file.name || /^image\.\w+$/.test(file.name))
+    ? `pasted${(file.name.match(/\.\w+$/) || [".png"])[0]}` : (file.name || "image");
+  const looksLikeImage = ACCEPTED_TYPES.includes(file.type) || (!file.type && ACCEPTED_EXT.test(name)) ||
+    ACCEPTED_EXT.test(name);
+  if (!looksLikeImage) {
+    showSourceNotice(`“${name}” is not an image the API accepts (${fileKind(file)}). ` +
+      "Use PNG, JPEG, WebP, BMP, TIFF or GIF.");
+    return;
+  }
+  const limit = state.limits.max_upload_bytes;
+  if (file.size > limit) {
+    showSourceNotice(`“${name}” is ${fmtBytes(file.size)}; the largest upload the API accepts is ` +
+      `${fmtBytes(limit)} (${fmtInt(limit)} bytes). Choose a smaller file or save it as JPEG.`);
+    return;
+  }
+  if (file.size === 0) {
+    showSourceNotice(`“${name}” is empty (0 bytes).`);
+    return;
+  }
+  const url = URL.createObjectURL(file);
+  let size = null;
+  try {
+    size = await decodeSize(url);
+  } catch {
+    if (!TIFF.test(file.type) && !TIFF.test(name)) {
+      URL.revokeObjectURL(url);
+      showSourceNotice(`“${name}” could not be read as an image; it may be damaged or not really a ` +
+        `${fileKind(file)}. Use PNG, JPEG, WebP, BMP, TIFF or GIF.`);
+      return;
+    }
+    // Browsers cannot show TIFF; the API can read it, so it is sent without a preview.
+  }
+  cancelRequest();
+  if (state.source?.url) URL.revokeObjectURL(state.source.url);
+  state.source = {
+    file, name, base: baseName(name), type: fileKind(file), bytes: file.size,
+    width: size?.width || 0, height: size?.height || 0, url: size ? url : "",
+  };
+  if (!size) {
+    URL.revokeObjectURL(url);
+    showSourceNotice("This browser cannot preview TIFF; the API will still read it. Its size is checked by the server.", "info");
+  }
+  clearResult();
+  clearError();
+  renderSource();
+  validate();
+}
+
+function renderSource() {
+  const s = state.source;
+  el.dropzone.dataset.state = s ? "filled" : "empty";
+  el.dropEmpty.hidden = !!s;
+  el.dropFilled.hidden = !s;
+  if (!s) return;
+  el.sourceName.textContent = s.name;
+  el.sourceThumb.hidden = !s.url;
+  if (s.url) {
+    el.sourceThumb.src = s.url;
+    el.sourceThumb.alt = `Preview of ${s.name}`;
+  }
+  el.sourceMeta.textContent = (s.width ? `${fmtInt(s.width)} × ${fmtInt(s.height)} px · ` : "") +
+    `${fmtBytes(s.bytes)} · ${s.type}`;
+  // The original fills the stage at once, at the size the result will be shown at.
+  if (s.url) {
+    el.before.src = s.url;
+    showFrame(s.width, s.height);
+  } else {
+    el.before.removeAttribute("src");
+    el.frame.hidden = true;
+    el.stageEmpty.hidden = false;
+  }
+}
+
+/** Resizes the frame to the image's aspect ratio, fitted into the stage (whose size never changes). */
+function fitFrame() {
+  const { w, h } = el.frame.dataset.aspect ? JSON.parse(el.frame.dataset.aspect) : { w: 0, h: 0 };
+  if (!w || !h) return;
+  const sw = el.stage.clientWidth;
+  const sh = el.stage.clientHeight;
+  const scale = Math.min(sw / w, sh / h);
+  el.frame.style.width = `${Math.max(1, Math.floor(w * scale))}px`;
+  el.frame.style.height = `${Math.max(1, Math.floor(h * scale))}px`;
+}
+
+function showFrame(w, h) {
+  el.frame.dataset.aspect = JSON.stringify({ w, h });
+  el.frame.hidden = false;
+  el.stageEmpty.hidden = true;
+  el.stage.dataset.state = "image";
+  fitFrame();
+}
+
+// ---------------------------------------------------------------- task options and pre-checks
+
+const task = () => (el.taskStylize.checked ? "stylize" : "upscale");
+const model = () => document.querySelector('input[name="model"]:checked')?.value || "srgan";
+const scale = () => Number(document.querySelector('input[name="scale"]:checked')?.value || 4);
+
+function stylizeSize(w, h) {
+  const f = Math.min(1, STYLIZE_MAX_SIDE / Math.max(w, h));
+  return [Math.round(w * f), Math.round(h * f)];
+}
+
+/** Checks what can be checked before sending; enables the button only when the request can succeed. */
+function validate() {
+  const t = task();
+  el.upscaleOptions.hidden = t !== "upscale";
+  el.stylizeOptions.hidden = t !== "stylize";
+  el.strengthOut.textContent = `${Math.round(Number(el.strength.value) * 100)}%`;
+  const busy = !!state.controller;
+  el.run.textContent = busy ? (t === "upscale" ? "Upscaling…" : "Stylizing…")
+    : t === "upscale" ? `Upscale ${scale()}×` : "Stylize";
+
+  const s = state.source;
+  el.limitNotice.hidden = true;
+  el.upscaleHint.textContent = s?.width
+    ? `${fmtInt(s.width)} × ${fmtInt(s.height)} → ${fmtInt(s.width * scale())} × ${fmtInt(s.height * scale())} px`
+    : "";
+  let problem = "";
+  let hint = "";
+  if (!s) {
+    problem = "Choose an image to start.";
+  } else {
+    const limit = t === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels;
+    const pixels = s.width * s.height;
+    if (pixels > limit) {
+      el.limitText.textContent = `This image is ${fmtInt(s.width)} × ${fmtInt(s.height)} = ${fmtInt(pixels)} pixels; ` +
+        `${t === "upscale" ? "upscaling" : "stylizing"} accepts at most ${fmtPixels(limit)}.`;
+      el.limitNotice.hidden = false;
+      problem = "Too many pixels for this task: shrink the image or pick another.";
+    } else if (t === "stylize" && !selectedStyleName()) {
+      problem = state.styles.length ? "Pick a style." : "No style available yet.";
+    } else if (s.width) {
+      const [w, h] = t === "upscale" ? [s.width * scale(), s.height * scale()] : stylizeSize(s.width, s.height);
+      hint = `Result: ${fmtInt(w)} × ${fmtInt(h)} px · Ctrl+Enter runs it`;
+    }
+  }
+  el.run.disabled = busy || !!problem;
+  if (!busy) el.runHint.textContent = problem || hint;
+}
+
+/** Scales the image down in the browser to fit the current task's pixel limit, keeping the file's name. */
+async function shrinkToFit() {
+  const s = state.source;
+  if (!s?.url) return;
+  const limit = task() === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels;
+  let f = Math.sqrt(limit / (s.width * s.height));
+  let w = Math.max(1, Math.floor(s.width * f));
+  let h = Math.max(1, Math.floor(s.height * f));
+  while (w * h > limit) { w -= 1; h = Math.max(1, Math.floor(s.height * w / s.width)); }
+  const img = new Image();
+  img.src = s.url;
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(img, 0, 0, w, h);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  if (!blob) return;
+  const file = new File([blob], `${s.base}.png`, { type: "image/png" });
+  await useFile(file, "shrink");
+  el.status.textContent = `Shrunk to ${fmtInt(w)} × ${fmtInt(h)} px to fit the limit.`;
+}
+
+// ---------------------------------------------------------------- running a request
+
+class ApiError extends Error {
+  constructor(message, { status = 0, code = "", retry = false } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retry = retry;
+  }
+}
+
+async function readJson(res) {
+  const text = await res.text();
+  try { return { json: JSON.parse(text), text }; } catch { return { json: null, text }; }
+}
+
+function errorFromResponse(res, json, text) {
+  const e = json?.error;
+  let message = (typeof e === "object" && e?.message) || (typeof e === "string" && e) || json?.message || "";
+  if (!message) {
+    const snippet = text && !/^\s*</.test(text) ? `: ${text.trim().slice(0, 200)}` : "";
+    message = `The API answered ${res.status} ${res.statusText || ""}`.trim() + snippet + ".";
+    if (res.status === 413) message += ` The upload limit is ${fmtBytes(state.limits.max_upload_bytes)}.`;
+    if (res.status === 504) message += " The request took too long; try a smaller image.";
+  }
+  return new ApiError(message, {
+    status: res.status,
+    code: (typeof e === "object" && e?.code) || "",
+    retry: res.status === 503 || res.status === 502 || res.status === 504 || res.status === 429,
+  });
+}
+
+function base64ToBlob(b64, type = "image/png") {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i += 1) bytes[i] = bin.charCodeAt(i);
+  return new Blob([bytes], { type });
+}
+
+function buildForm(t, s) {
+  const form = new FormData();
+  form.append("image", s.file, s.name);
+  if (t === "upscale") {
+    form.append("model", model());
+    form.append("scale", String(scale()));
+  } else {
+    form.append("style", selectedStyleName());
+    form.append("strength", Number(el.strength.value).toFixed(2));
+    form.append("preserve_color", el.preserve.checked ? "true" : "false");
+  }
+  return form;
+}
+
+function describeRun(t) {
+  if (t === "upscale") return `Upscaling ${scale()}× with ${model() === "srgan" ? "SRGAN" : "SRResNet"}…`;
+  return `Stylizing as “${selectedStyle()?.title || selectedStyleName()}”…`;
+}
+
+async function run() {
+  const s = state.source;
+  validate();
+  if (!s || el.run.disabled) return;
+  const t = task();
+  const request = {
+    task: t, model: model(), scale: scale(), style: selectedStyle(), styleName: selectedStyleName(),
+    strength: Number(el.strength.value), preserve: el.preserve.checked, source: s,
+  };
+  const form = buildForm(t, s);
+  clearError();
+  el.status.textContent = "";
+  const controller = new AbortController();
+  state.controller = controller;
+  const started = performance.now();
+  startBusy(describeRun(t), started);
+  try {
+    let res;
+    try {
+      res = await fetch(apiUrl(t), {
+        method: "POST", body: form, signal: controller.signal, headers: { Accept: "application/json" },
+      });
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError(`Could not reach the API at ${state.apiBase}. Check the connection, or the API address ` +
+        "at the bottom of the page.", { retry: true });
+    }
+    const { json, text } = await readJson(res);
+    if (!res.ok) throw errorFromResponse(res, json, text);
+    if (!json || (!json.image && !json.url)) {
+      throw new ApiError("The API answered without an image. Try again, or report this if it persists.", { retry: true });
+    }
+    let blob = null;
+    let remoteUrl = "";
+    if (json.image) {
+      blob = base64ToBlob(json.image);
+    } else {
+      remoteUrl = json.url;
+      try {
+        const r = await fetch(remoteUrl, { signal: controller.signal });
+        if (r.ok) blob = await r.blob();
+      } catch (err) {
+        if (err.name === "AbortError") throw err;
+        // Not fetchable from script (CORS or CSP): show and link the URL itself.
+      }
+    }
+    const elapsed = performance.now() - started;
+    if (state.controller !== controller) return; // superseded by a newer image or request
+    await showResult({ ...request, json, blob, remoteUrl, elapsed });
+  } catch (err) {
+    if (err.name === "AbortError") return; // cancelRequest() has said so already
+    if (state.controller !== controller) return;
+    const title = `${t === "upscale" ? "Upscale" : "Stylize"} failed` +
+      (err.status ? ` (${err.status}${err.code ? ` ${err.code}` : ""})` : "");
+    showError(title, err.message || String(err), err.retry);
+  } finally {
+    if (state.controller === controller) {
+      state.controller = null;
+      stopBusy();
+    }
+  }
+}
+
+function cancelRequest() {
+  if (state.controller) {
+    state.controller.abort();
+    state.controller = null;
+    stopBusy();
+    el.status.textContent = "Cancelled. Nothing was sent back.";
+  }
+}
+
+function startBusy(text, started) {
+  el.busyText.textContent = text;
+  el.busy.hidden = false;
+  el.stage.setAttribute("aria-busy", "true");
+  el.cancel.hidden = false;
+  el.run.disabled = true;
+  validate();
+  const tick = () => {
+    const t = fmtSeconds(performance.now() - started);
+    el.busyTime.textContent = t;
+    el.runHint.textContent = `${text} ${t}`;
+  };
+  tick();
+  clearInterval(state.timer);
+  state.timer = setInterval(tick, 100);
+  el.busyCancel.focus({ preventScroll: true });
+}
+
+function stopBusy() {
+  clearInterval(state.timer);
+  el.busy.hidden = true;
+  el.stage.removeAttribute("aria-busy");
+  el.cancel.hidden = true;
+  const hadFocus = document.activeElement === el.busyCancel || document.activeElement === el.cancel;
+  validate();
+  if (hadFocus && !el.run.disabled) el.run.focus({ preventScroll: true });
+}
+
+// ---------------------------------------------------------------- result, comparison, download
+
+function loadImage(img, src) {
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve();
+    img.onerror = () => reject(new ApiError("The result could not be displayed: the browser could not decode it."));
+    img.src = src;
+  });
+}
+
+function resultFileName(r) {
+  return r.task === "upscale"
+    ? `${r.source.base}_x${r.scale}_${safePart(r.model)}.png`
+    : `${r.source.base}_${safePart(r.styleName) || "styled"}.png`;
+}
+
+async function showResult(r) {
+  clearResult();
+  const objectUrl = r.blob ? URL.createObjectURL(r.blob) : "";
+  const src = objectUrl || r.remoteUrl;
+  el.after.hidden = false;
+  await loadImage(el.after, src);
+  const width = el.after.naturalWidth || r.json.width;
+  const height = el.after.naturalHeight || r.json.height;
+  state.result = { ...r, objectUrl, width, height };
+
+  const hasBefore = !!r.source.url;
+  if (!hasBefore) showFrame(width, height);
+  else fitFrame();
+  el.tagBefore.hidden = !hasBefore;
+  el.tagAfter.hidden = !hasBefore;
+  el.handle.hidden = !hasBefore;
+  el.compare.hidden = !hasBefore;
+  el.legend.hidden = !hasBefore;
+  el.frame.classList.toggle("comparing", hasBefore);
+  setCompare(hasBefore ? 50 : 0);
+  el.frame.dataset.result = "ready";
+
+  const bytes = r.blob ? ` · ${fmtBytes(r.blob.size)}` : "";
+  el.metaSize.replaceChildren(`${fmtInt(width)} × ${fmtInt(height)} px`, small(
+    (r.source.width ? `from ${fmtInt(r.source.width)} × ${fmtInt(r.source.height)}` : "PNG") + bytes));
+  const server = Number.isFinite(r.json.elapsed_ms) ? `server ${fmtSeconds(r.json.elapsed_ms)}` : "";
+  el.metaTime.replaceChildren(fmtSeconds(r.elapsed), small(server || "round trip"));
+  if (r.task === "upscale") {
+    el.metaModel.replaceChildren(`${r.json.model || r.model} · ${r.scale}×`,
+      small(r.json.sha256 ? `weights ${r.json.sha256}` : "super-resolution"));
+  } else {
+    const title = r.style?.title || r.styleName;
+    el.metaModel.replaceChildren(title, small(`strength ${Math.round(r.strength * 100)}%` +
+      (r.preserve ? " · colours kept" : "")));
+    el.metaModel.title = r.json.model || "";
+  }
+
+  const name = resultFileName(r);
+  el.download.href = src;
+  el.download.download = name;
+  if (!objectUrl) { el.download.target = "_blank"; el.download.rel = "noopener"; }
+  el.download.removeAttribute("aria-disabled");
+  el.download.removeAttribute("tabindex");
+  el.download.title = `Save as ${name}`;
+  el.status.textContent = (hasBefore ? "Done. Drag across the image (or use the arrow keys) to compare. " : "Done. ") +
+    (r.remoteUrl ? `This result link expires${r.json.expires_in ? ` in ${Math.round(r.json.expires_in / 60)} min` : ""}.` : "");
+}
+
+function small(text) {
+  const s = document.createElement("small");
+  s.textContent = text;
+  return s;
+}
+
+function clearResult() {
+  if (state.result?.objectUrl) URL.revokeObjectURL(state.result.objectUrl);
+  state.result = null;
+  el.after.hidden = true;
+  el.after.removeAttribute("src");
+  for (const node of [el.tagBefore, el.tagAfter, el.handle, el.compare, el.legend]) node.hidden = true;
+  el.frame.classList.remove("comparing");
+  delete el.frame.dataset.result;
+  for (const dd of [el.metaSize, el.metaTime, el.metaModel]) { dd.textContent = "—"; dd.removeAttribute("title"); }
+  el.download.removeAttribute("href");
+  el.download.removeAttribute("target");
+  el.download.removeAttribute("title");
+  el.download.setAttribute("aria-disabled", "true");
+  el.download.setAttribute("tabindex", "-1");
+  el.status.textContent = "";
+}
+
+/** pct: 0..100, the share of the width (from the left) that shows the original. */
+function setCompare(pct) {
+  state.comparePct = Math.min(100, Math.max(0, pct));
+  el.compare.value = String(state.comparePct);
+  el.after.style.clipPath = `inset(0 0 0 ${state.comparePct}%)`;
+  el.handle.style.left = `${state.comparePct}%`;
+}
+
+function pctFromPointer(ev) {
+  const rect = el.frame.getBoundingClientRect();
+  return ((ev.clientX - rect.left) / rect.width) * 100;
+}
+
+// ---------------------------------------------------------------- errors
+
+function showError(title, message, retry = false) {
+  el.errorTitle.textContent = title;
+  el.errorMessage.textContent = message;
+  el.errorRetry.hidden = !retry;
+  el.error.hidden = false;
+}
+
+function clearError() {
+  el.error.hidden = true;
+  el.errorMessage.textContent = "";
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  el.fileInput.addEventListener("change", () => {
+    const file = el.fileInput.files?.[0];
+    el.fileInput.value = ""; // choosing the same file again still fires "change"
+    useFile(file, "picker");
+  });
+  for (const label of [el.chooseLabel, el.changeLabel]) {
+    label.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); el.fileInput.click(); }
+    });
+  }
+  el.dropEmpty.addEventListener("click", (ev) => {
+    if (ev.target.closest("label")) return;
+    el.fileInput.click();
+  });
+
+  // Drop anywhere on the page.
+  let depth = 0;
+  const hasFiles = (ev) => Array.from(ev.dataTransfer?.types || []).includes("Files");
+  window.addEventListener("dragenter", (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    depth += 1;
+    document.body.classList.add("dragging");
+  });
+  window.addEventListener("dragover", (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    ev.dataTransfer.dropEffect = "copy";
+  });
+  window.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) document.body.classList.remove("dragging");
+  });
+  window.addEventListener("drop", (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    depth = 0;
+    document.body.classList.remove("dragging");
+    const file = ev.dataTransfer.files?.[0];
+    if (file) useFile(file, "drop");
+  });
+
+  document.addEventListener("paste", (ev) => {
+    if (ev.target instanceof HTMLInputElement && ev.target.type !== "file" && ev.target.type !== "radio") return;
+    const items = Array.from(ev.clipboardData?.items || []);
+    const file = ev.clipboardData?.files?.[0] || items.find((i) => i.kind === "file")?.getAsFile();
+    if (file) { ev.preventDefault(); useFile(file, "paste"); }
+  });
+
+  for (const input of document.querySelectorAll('input[name="task"], input[name="model"], input[name="scale"]')) {
+    input.addEventListener("change", validate);
+  }
+  el.strength.addEventListener("input", validate);
+  el.shrink.addEventListener("click", () => shrinkToFit().catch((err) => showSourceNotice(`Could not shrink: ${err.message}`)));
+
+  el.run.addEventListener("click", run);
+  el.cancel.addEventListener("click", cancelRequest);
+  el.busyCancel.addEventListener("click", cancelRequest);
+  el.errorClose.addEventListener("click", clearError);
+  el.errorRetry.addEventListener("click", run);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); run(); }
+    if (ev.key === "Escape" && state.controller) cancelRequest();
+  });
+
+  // Comparison: drag anywhere on the image; the (invisible) range input keeps it keyboard-operable.
+  el.compare.addEventListener("input", () => setCompare(Number(el.compare.value)));
+  el.frame.addEventListener("pointerdown", (ev) => {
+    if (!el.frame.classList.contains("comparing") || ev.button !== 0) return;
+    el.frame.setPointerCapture(ev.pointerId);
+    setCompare(pctFromPointer(ev));
+    el.compare.focus({ preventScroll: true });
+    ev.preventDefault();
+  });
+  el.frame.addEventListener("pointermove", (ev) => {
+    if (el.frame.hasPointerCapture(ev.pointerId)) setCompare(pctFromPointer(ev));
+  });
+
+  new ResizeObserver(fitFrame).observe(el.stage);
+
+  el.download.addEventListener("click", (ev) => {
+    if (!state.result) ev.preventDefault();
+  });
+
+  el.apiForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const raw = el.apiInput.value.trim();
+    const base = raw ? normaliseBase(raw) : pageBase();
+    if (!base) {
+      setApiState("warn", "That API address is not an http(s) URL");
+      return;
+    }
+    storageSet(base === pageBase() ? null : base);
+    reconnect(base);
+  });
+  el.apiReset.addEventListener("click", () => { storageSet(null); reconnect(pageBase()); });
+}
+
+function reconnect(base) {
+  setApiBase(base);
+  setApiState("", "Connecting…");
+  loadHealth();
+  loadStyles();
+}
+
+wire();
+resolveApiBase();
+renderLimitsHint();
+validate();
+loadHealth();
+loadStyles();

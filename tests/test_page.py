@@ -1,0 +1,393 @@
+"""End-to-end tests of the web page at GET /, in a real headless Chromium against the real app.
+
+The app is started by the test on a free port (``python -m imgapi serve``); set ``IMGAPI_PAGE_URL`` to point the
+tests at a server that is already running instead. Chromium is Debian's (``.ci/install-chromium.sh``), driven by
+PyPI ``playwright``; ``playwright install`` is never needed. Screenshots at desktop (1280x800) and phone
+(390x844) widths are written to ``artifacts/screenshots/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# What the page assumes when /health reports no limits (DEFAULT_LIMITS in imgapi/static/app.js).
+PAGE_DEFAULT_LIMITS = {"max_upload_bytes": 4_500_000, "max_upscale_pixels": 512 * 512,
+                       "max_stylize_pixels": 4096 * 4096}
+RESULT_TIMEOUT_MS = 180_000  # CPU inference on a shared machine, first request also loads the weights
+
+
+# ---------------------------------------------------------------- server and browser
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as res:
+        return json.loads(res.read())
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    """URL of a running app (trailing slash); started here unless IMGAPI_PAGE_URL names one."""
+    if os.environ.get("IMGAPI_PAGE_URL"):
+        yield os.environ["IMGAPI_PAGE_URL"].rstrip("/") + "/"
+        return
+    if not (REPO / "imgapi" / "app.py").exists():
+        pytest.skip("imgapi/app.py does not exist yet: there is no app to serve the page")
+    python = REPO / ".venv" / "bin" / "python"
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(python if python.exists() else sys.executable), "-m", "imgapi", "serve",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited with {proc.returncode} before serving /health:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                _get_json(url + "health", timeout=2)
+                break
+            except (urllib.error.URLError, OSError, ValueError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the app did not answer /health within 180 s:\n"
+                                f"{log_path.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        message = f"Chromium not found at {CHROMIUM}: run .ci/install-chromium.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _open(browser, base_url, viewport=DESKTOP, **kwargs):
+    context = browser.new_context(viewport=viewport, accept_downloads=True, **kwargs)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(base_url)
+    # Ready once /health and /styles have been asked (the status dot leaves "Connecting…").
+    page.wait_for_function("() => document.getElementById('api-state').dataset.state !== undefined")
+    return context, page, errors
+
+
+@pytest.fixture
+def desktop(browser, base_url):
+    context, page, errors = _open(browser, base_url)
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def phone(browser, base_url):
+    context, page, errors = _open(browser, base_url, viewport=PHONE, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def limits(base_url) -> dict:
+    reported = _get_json(base_url + "health").get("limits") or {}
+    return {k: reported.get(k) or v for k, v in PAGE_DEFAULT_LIMITS.items()}
+
+
+# ---------------------------------------------------------------- images and page helpers
+
+def _photo(path: Path, size=(24, 16)) -> Path:
+    """A small landscape-like PNG: sky gradient, sun, hills; enough structure to see what a model did."""
+    w, h = size
+    im = Image.new("RGB", size)
+    px = im.load()
+    for y in range(h):
+        for x in range(w):
+            t = y / max(1, h - 1)
+            px[x, y] = (int(90 + 120 * t), int(150 + 60 * t), int(235 - 40 * t))
+    d = ImageDraw.Draw(im)
+    d.ellipse([w * 0.62, h * 0.12, w * 0.82, h * 0.12 + w * 0.2], fill=(255, 214, 90))
+    d.polygon([(0, h), (0, h * 0.7), (w * 0.3, h * 0.45), (w * 0.6, h * 0.72), (w * 0.85, h * 0.55), (w, h * 0.68),
+               (w, h)], fill=(46, 125, 70))
+    d.rectangle([w * 0.2, h * 0.62, w * 0.32, h * 0.8], fill=(150, 60, 40))
+    im.save(path)
+    return path
+
+
+def _wait_done(page):
+    """Waits for the result or an error box; fails with the page's error message if it was an error."""
+    page.wait_for_function(
+        "() => document.getElementById('frame').dataset.result === 'ready' || !document.getElementById('error').hidden",
+        timeout=RESULT_TIMEOUT_MS)
+    if page.locator("#error").is_visible():
+        pytest.fail(f"the page shows an error: {page.locator('#error').inner_text()}")
+
+
+def _natural_size(page, selector="#after-img") -> tuple[int, int]:
+    return tuple(page.eval_on_selector(selector, "i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def _safe(name: str) -> str:
+    """The page's file-name sanitiser (safePart in app.js), for ASCII names."""
+    return re.sub(r"^[._]+|[._]+$", "", re.sub(r"_+", "_", re.sub(r"[^\w.-]+", "_", name)))
+
+
+def _screenshot(page, name: str, full_page=False):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+
+
+def _requests_to(page, *paths) -> list:
+    seen = []
+    page.on("request", lambda r: seen.append(r.url) if r.method == "POST" and r.url.rstrip("/").endswith(paths)
+            else None)
+    return seen
+
+
+# ---------------------------------------------------------------- tests
+
+def test_upscale_shows_4x_result_compares_and_downloads_png(desktop, tmp_path):
+    page = desktop
+    _screenshot(page, "desktop-start.png")
+    src = _photo(tmp_path / "photo.png", (24, 16))
+    page.set_input_files("#file-input", str(src))
+    sync_api.expect(page.locator("#source-meta")).to_contain_text("24 × 16 px")
+    sync_api.expect(page.locator("#before-img")).to_be_visible()
+    stage_before = page.locator("#stage").bounding_box()
+
+    sync_api.expect(page.locator("#run-button")).to_have_text("Upscale 4×")
+    page.click("#run-button")
+    _wait_done(page)
+
+    assert _natural_size(page) == (96, 64)
+    assert page.locator("#stage").bounding_box() == stage_before, "the stage moved or resized when the result came"
+    sync_api.expect(page.locator("#meta-size")).to_contain_text("96 × 64 px")
+    sync_api.expect(page.locator("#meta-model")).to_contain_text("srgan")
+    sync_api.expect(page.locator("#meta-time")).to_contain_text(" s")
+
+    # Before/after slider: both layers are drawn in the same box; the keyboard moves the split.
+    assert page.locator("#before-img").bounding_box() == page.locator("#after-img").bounding_box()
+    page.focus("#compare")
+    page.keyboard.press("Home")
+    assert page.eval_on_selector("#after-img", "i => i.style.clipPath") == "inset(0px 0px 0px 0%)"
+    page.keyboard.press("End")
+    assert page.eval_on_selector("#after-img", "i => i.style.clipPath") == "inset(0px 0px 0px 100%)"
+    box = page.locator("#frame").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    assert float(page.input_value("#compare")) == pytest.approx(30, abs=2)
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+    _screenshot(page, "desktop-upscale.png")
+
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == "photo_x4_srgan.png"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    with Image.open(saved) as im:
+        assert im.format == "PNG"
+        assert im.size == (96, 64)
+
+
+def test_upscale_scale_and_model_choice(desktop, tmp_path):
+    page = desktop
+    page.set_input_files("#file-input", str(_photo(tmp_path / "holiday pic.png", (24, 16))))
+    page.check("input[name=model][value=srresnet]", force=True)
+    page.click("label[for=scale-2]")
+    sync_api.expect(page.locator("#run-button")).to_have_text("Upscale 2×")
+    page.click("#run-button")
+    _wait_done(page)
+    assert _natural_size(page) == (48, 32)
+    sync_api.expect(page.locator("#meta-model")).to_contain_text("srresnet")
+    assert page.get_attribute("#download", "download") == "holiday_pic_x2_srresnet.png"
+
+
+def test_stylize_with_a_style_chosen_from_the_gallery(desktop, base_url, tmp_path):
+    styles = _get_json(base_url + "styles").get("styles") or []
+    if not styles:
+        pytest.skip("GET /styles lists no styles on this server, so there is nothing to stylize with")
+    page = desktop
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (96, 64))))
+    page.click("label[for=task-stylize]")
+    cards = page.locator(".style-card")
+    sync_api.expect(cards).to_have_count(len(styles))
+    for card, style in zip(cards.all(), styles):  # every card shows its title, artist and licence
+        sync_api.expect(card).to_contain_text(style.get("title") or style["name"])
+        if style.get("artist"):
+            sync_api.expect(card).to_contain_text(style["artist"])
+        if style.get("licence"):
+            sync_api.expect(card).to_contain_text(style["licence"])
+    chosen = styles[-1]
+    cards.nth(len(styles) - 1).click()
+    assert page.is_checked(f".style-card input[value={json.dumps(chosen['name'])}]")
+    page.focus("#strength")
+    for _ in range(4):
+        page.keyboard.press("ArrowLeft")
+    sync_api.expect(page.locator("#strength-out")).to_have_text("80%")
+    page.click("#run-button")
+    _wait_done(page)
+
+    assert _natural_size(page) == (96, 64)
+    sync_api.expect(page.locator("#meta-model")).to_contain_text(chosen.get("title") or chosen["name"])
+    sync_api.expect(page.locator("#meta-model")).to_contain_text("80%")
+    _screenshot(page, "desktop-stylize.png")
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == f"photo_{_safe(chosen['name'])}.png"
+    saved = tmp_path / "styled.png"
+    download.save_as(saved)
+    with Image.open(saved) as im:
+        assert im.format == "PNG" and im.size == (96, 64)
+
+
+def test_oversize_file_and_too_many_pixels_are_refused_before_sending(desktop, limits, tmp_path):
+    page = desktop
+    posts = _requests_to(page, "/upscale", "/stylize")
+
+    max_bytes = limits["max_upload_bytes"]
+    big = tmp_path / "huge.png"
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "PNG")
+    big.write_bytes(buf.getvalue() + b"\0" * (max_bytes + 1 - len(buf.getvalue())))
+    page.set_input_files("#file-input", str(big))
+    notice = page.locator("#source-notice")
+    sync_api.expect(notice).to_be_visible()
+    sync_api.expect(notice).to_contain_text(f"{max_bytes:,} bytes")
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()
+
+    max_px = limits["max_upscale_pixels"]
+    side = math.isqrt(max_px) + 1
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (side, side), (20, 90, 160)).save(wide)
+    page.set_input_files("#file-input", str(wide))
+    sync_api.expect(notice).to_be_hidden()
+    limit_notice = page.locator("#limit-notice")
+    sync_api.expect(limit_notice).to_be_visible()
+    sync_api.expect(limit_notice).to_contain_text(f"{max_px:,} pixels")
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()
+    _screenshot(page, "desktop-too-many-pixels.png")
+
+    page.click("#shrink-button")  # the offered fix works and leaves the page ready to run
+    sync_api.expect(limit_notice).to_be_hidden()
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    w, h = (int(v.replace(",", "")) for v in
+            re.search(r"([\d,]+) × ([\d,]+) px", page.inner_text("#source-meta")).groups())
+    assert w * h <= max_px
+    assert posts == [], f"the page sent {posts} although the input was over the limits"
+
+
+def test_server_errors_are_shown_as_their_message_and_the_page_recovers(desktop, tmp_path):
+    page = desktop
+    message = "The srgan weights could not be loaded (checksum mismatch). This is temporary: try again in a minute."
+    page.route("**/upscale", lambda route: route.fulfill(
+        status=503, content_type="application/json",
+        body=json.dumps({"error": {"code": "model_unavailable", "message": message}})))
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    page.click("#run-button")
+    sync_api.expect(page.locator("#error")).to_be_visible()
+    sync_api.expect(page.locator("#error-message")).to_have_text(message)
+    sync_api.expect(page.locator("#error-title")).to_contain_text("503")
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    _screenshot(page, "desktop-error.png")
+
+    page.unroute("**/upscale")
+    page.click("#error-retry")
+    _wait_done(page)
+    assert _natural_size(page) == (96, 64)
+    sync_api.expect(page.locator("#error")).to_be_hidden()
+
+    # A file the browser cannot preview goes to the server, whose refusal is shown as its own message.
+    fake = tmp_path / "scan.tif"
+    fake.write_bytes(b"II*\0" + b"this is not really a TIFF" * 10)
+    page.set_input_files("#file-input", str(fake))
+    page.click("#run-button")
+    sync_api.expect(page.locator("#error")).to_be_visible(timeout=60_000)
+    sync_api.expect(page.locator("#error-title")).to_contain_text("415")
+    assert page.inner_text("#error-message").strip(), "the server's message is missing"
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+
+
+def test_busy_state_shows_elapsed_time_and_can_be_cancelled(desktop, tmp_path):
+    page = desktop
+    held = []
+    page.route("**/upscale", lambda route: held.append(route))  # never answered: stays busy
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    page.click("#run-button")
+    sync_api.expect(page.locator("#busy")).to_be_visible()
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()
+    sync_api.expect(page.locator("#busy-time")).to_have_text(re.compile(r"^[1-9]\d*\.\d s$"), timeout=5_000)
+    _screenshot(page, "desktop-busy.png")
+    page.click("#cancel-button")
+    sync_api.expect(page.locator("#busy")).to_be_hidden()
+    sync_api.expect(page.locator("#status")).to_contain_text("Cancelled")
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    sync_api.expect(page.locator("#error")).to_be_hidden()
+    for route in held:
+        try:
+            route.abort()
+        except Exception:  # the browser already dropped the cancelled request
+            pass
+
+
+def test_phone_width_layout(phone, tmp_path):
+    page = phone
+    _screenshot(page, "phone-start.png", full_page=True)
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (48, 32))))
+    page.click("#run-button")
+    _wait_done(page)
+    assert _natural_size(page) == (192, 128)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "horizontal scrolling at phone width"
+    for selector in ("#run-button", "#download", "#stage", "#meta-size"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"{selector} is cut off"
+    _screenshot(page, "phone-upscale.png", full_page=True)
+    page.click("label[for=task-stylize]")
+    _screenshot(page, "phone-stylize.png", full_page=True)
