@@ -1,0 +1,83 @@
+"""Large results go to the result bucket and come back as a presigned URL that really downloads them."""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import boto3
+import pytest
+
+from imgapi.results import put_result
+from tests.moto_fixture import moto_env, moto_server  # noqa: F401
+
+BUCKET = "imgapi-test-results"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultSettings:
+    """The three Config fields put_result reads, with the defaults of API.md."""
+
+    result_bucket: str | None = BUCKET
+    result_prefix: str = "results/"
+    result_url_expires: int = 3600
+
+
+@pytest.fixture
+def s3(moto_env):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _png_like(size: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (size // 256)
+
+
+def test_result_is_stored_under_the_prefix_as_png(s3):
+    png = _png_like(64 * 1024)
+    answer = put_result(png, ResultSettings())
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert len(keys) == 1
+    assert keys[0].startswith("results/") and keys[0].endswith(".png")
+    stored = s3.get_object(Bucket=BUCKET, Key=keys[0])
+    assert stored["ContentType"] == "image/png"
+    assert stored["Body"].read() == png
+    assert answer["expires_in"] == 3600
+
+
+def test_presigned_url_downloads_the_same_bytes(s3):
+    png = _png_like(7 * 1024 * 1024)  # past the 6 MB inline limit, the case this exists for
+    answer = put_result(png, ResultSettings(result_url_expires=120))
+
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer["url"]).query)
+    assert query["X-Amz-Expires"] == ["120"]
+    assert answer["expires_in"] == 120
+    with urllib.request.urlopen(answer["url"], timeout=30) as response:
+        assert response.status == 200
+        assert response.read() == png
+
+
+def test_each_result_gets_its_own_key(s3):
+    first = put_result(b"one", ResultSettings())
+    second = put_result(b"two", ResultSettings())
+
+    assert first["url"] != second["url"]
+    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 2
+
+
+def test_url_without_valid_signature_is_refused(s3):
+    answer = put_result(b"secret", ResultSettings())
+    unsigned = answer["url"].split("?", 1)[0]
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unsigned, timeout=30)
+    assert refused.value.code == 403
+
+
+def test_no_result_bucket_is_a_configuration_error():
+    with pytest.raises(ValueError, match="RESULT_BUCKET"):
+        put_result(b"x", ResultSettings(result_bucket=None))

@@ -1,0 +1,151 @@
+"""`make upload-weights` against a moto_server: uploads, skips what is unchanged, re-uploads what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import boto3
+import pytest
+
+from tests.moto_fixture import moto_env, moto_server  # noqa: F401
+from tools import upload_weights as tool
+
+BUCKET = "imgapi-test-models"
+PREFIX = "weights/"
+
+
+def _write_weights(folder, srgan=b"srgan weights v1", style=b"candy weights v1"):
+    """A weights/ folder shaped like the real one: two models, a thumbnail, the manifest."""
+    (folder / "style").mkdir(parents=True, exist_ok=True)
+    (folder / "thumbs").mkdir(exist_ok=True)
+    (folder / "srgan.pt").write_bytes(srgan)
+    (folder / "style" / "candy.pt").write_bytes(style)
+    (folder / "thumbs" / "candy.jpg").write_bytes(b"\xff\xd8\xff jpeg")
+    manifest = {
+        "models": {
+            "srgan": {"file": "srgan.pt", "sha256": hashlib.sha256(srgan).hexdigest(), "kind": "sr", "scale": 4},
+            "style/candy": {
+                "file": "style/candy.pt",
+                "sha256": hashlib.sha256(style).hexdigest(),
+                "kind": "style",
+                "thumbnail": "thumbs/candy.jpg",
+            },
+        }
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture
+def s3(moto_env):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def _stored(s3):
+    listing = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    return {item["Key"]: s3.get_object(Bucket=BUCKET, Key=item["Key"]) for item in listing}
+
+
+def test_first_run_uploads_every_file_with_its_sha256_and_the_manifest_last(s3, tmp_path):
+    weights = _write_weights(tmp_path / "weights")
+    lines = []
+
+    report = tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lines.append)
+
+    assert sorted(report.uploaded) == ["manifest.json", "srgan.pt", "style/candy.pt", "thumbs/candy.jpg"]
+    assert report.unchanged == []
+    assert lines[-1].startswith("uploaded   s3://imgapi-test-models/weights/manifest.json")
+    stored = _stored(s3)
+    assert set(stored) == {PREFIX + name for name in report.uploaded}
+    for name in report.uploaded:
+        local = (weights / name).read_bytes()
+        obj = stored[PREFIX + name]
+        assert obj["Body"].read() == local
+        assert obj["Metadata"]["sha256"] == hashlib.sha256(local).hexdigest()
+    assert stored[PREFIX + "manifest.json"]["ContentType"] == "application/json"
+    assert stored[PREFIX + "thumbs/candy.jpg"]["ContentType"] == "image/jpeg"
+
+
+def test_second_run_uploads_nothing(s3, tmp_path):
+    weights = _write_weights(tmp_path / "weights")
+    tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+    before = {key: obj["ETag"] for key, obj in _stored(s3).items()}
+
+    report = tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+
+    assert report.uploaded == []
+    assert len(report.unchanged) == 4
+    assert {key: obj["ETag"] for key, obj in _stored(s3).items()} == before
+
+
+def test_changed_model_is_uploaded_again_with_the_new_manifest(s3, tmp_path):
+    weights = _write_weights(tmp_path / "weights")
+    tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+    _write_weights(weights, srgan=b"srgan weights v2, retrained")
+
+    report = tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+
+    assert report.uploaded == ["srgan.pt", "manifest.json"]
+    assert sorted(report.unchanged) == ["style/candy.pt", "thumbs/candy.jpg"]
+    stored = s3.get_object(Bucket=BUCKET, Key=PREFIX + "srgan.pt")
+    assert stored["Body"].read() == b"srgan weights v2, retrained"
+
+
+def test_file_not_matching_the_manifest_is_refused_before_any_upload(s3, tmp_path):
+    weights = _write_weights(tmp_path / "weights")
+    (weights / "srgan.pt").write_bytes(b"a different file")
+
+    with pytest.raises(tool.UploadError, match="srgan.pt has sha256"):
+        tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+    assert _stored(s3) == {}
+
+
+def test_missing_manifest_is_refused(s3, tmp_path):
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(tool.UploadError, match="manifest.json not found"):
+        tool.upload_weights(s3, BUCKET, PREFIX, tmp_path / "weights", log=lambda line: None)
+
+
+STACK_TEMPLATE = {
+    "Resources": {
+        "ModelsBucket": {"Type": "AWS::S3::Bucket"},
+        "ResultsBucket": {"Type": "AWS::S3::Bucket"},
+    },
+    "Outputs": {
+        "ModelBucketName": {"Value": {"Ref": "ModelsBucket"}},
+        "ModelPrefix": {"Value": "models/"},
+        "ResultBucketName": {"Value": {"Ref": "ResultsBucket"}},
+    },
+}
+
+
+def test_cli_finds_the_bucket_and_prefix_from_the_stack_then_empties_it(moto_env, tmp_path, capsys):
+    weights = _write_weights(tmp_path / "weights")
+    boto3.client("cloudformation").create_stack(StackName="imgapi-test", TemplateBody=json.dumps(STACK_TEMPLATE))
+    outputs = tool.stack_outputs(boto3.client("cloudformation"), "imgapi-test")
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=outputs["ResultBucketName"], Key="results/old.png", Body=b"png")
+
+    assert tool.main(["--stack", "imgapi-test", "--weights-dir", str(weights)]) == 0
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=outputs["ModelBucketName"])["Contents"]]
+    assert sorted(keys) == ["models/manifest.json", "models/srgan.pt", "models/style/candy.pt", "models/thumbs/candy.jpg"]
+    assert "4 uploaded, 0 unchanged" in capsys.readouterr().out
+
+    assert tool.main(["--stack", "imgapi-test", "--empty-buckets"]) == 0
+    for bucket in (outputs["ModelBucketName"], outputs["ResultBucketName"]):
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_cli_reports_a_missing_bucket_without_a_traceback(moto_env, tmp_path, capsys):
+    weights = _write_weights(tmp_path / "weights")
+
+    assert tool.main(["--bucket", "no-such-bucket-here", "--weights-dir", str(weights)]) == 1
+    assert "upload_weights:" in capsys.readouterr().err
+
+
+def test_cli_reports_a_missing_stack(moto_env, capsys):
+    assert tool.main(["--stack", "imgapi-nowhere"]) == 1
+    assert "deploy first" in capsys.readouterr().err
