@@ -36,6 +36,9 @@ PHONE = {"width": 390, "height": 844}
 # What the page assumes when /health reports no limits (DEFAULT_LIMITS in imgapi/static/app.js).
 PAGE_DEFAULT_LIMITS = {"max_upload_bytes": 4_500_000, "max_upscale_pixels": 512 * 512,
                        "max_stylize_pixels": 4096 * 4096}
+# The policy a deployment may put in front of the page: no inline script or style, no eval.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; style-src 'self'; "
+       "script-src 'self'; object-src 'none'; base-uri 'self'")
 RESULT_TIMEOUT_MS = 180_000  # CPU inference on a shared machine, first request also loads the weights
 
 
@@ -106,12 +109,23 @@ def browser():
         b.close()
 
 
+def _with_csp(route):
+    """Serves the page under the restrictive CSP (unless the app sends its own), so a violation shows up here."""
+    response = route.fetch()
+    headers = dict(response.headers)
+    headers.setdefault("content-security-policy", CSP)
+    route.fulfill(response=response, headers=headers)
+
+
 def _open(browser, base_url, viewport=DESKTOP, **kwargs):
     context = browser.new_context(viewport=viewport, accept_downloads=True, **kwargs)
     page = context.new_page()
     page.set_default_timeout(20_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    page.route(base_url, _with_csp)
     page.goto(base_url)
     # Ready once /health and /styles have been asked (the status dot leaves "Connecting…").
     page.wait_for_function("() => document.getElementById('api-state').dataset.state !== undefined")
@@ -375,6 +389,35 @@ def test_busy_state_shows_elapsed_time_and_can_be_cancelled(desktop, tmp_path):
             route.abort()
         except Exception:  # the browser already dropped the cancelled request
             pass
+
+
+def test_controls_are_labelled_and_reachable_by_keyboard(desktop, tmp_path):
+    page = desktop
+    role = page.get_by_role
+    sync_api.expect(role("button", name="Choose an image file")).to_be_visible()
+    sync_api.expect(role("radio", name="Upscale")).to_be_checked()
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    reached = []
+    page.focus("#file-input")
+    sync_api.expect(page.locator("#dropzone")).to_have_css("box-shadow", re.compile(r"rgba?\("))
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.name"))
+    for expected in ("task-upscale", "model", "scale-4", "run-button"):
+        assert expected in reached, f"Tab never reached {expected}: {reached}"
+    page.keyboard.press("Shift+Tab")  # back from the run button to the scale group
+    page.focus("#scale-4")
+    page.keyboard.press("ArrowLeft")  # radio groups move with the arrow keys
+    assert page.is_checked("#scale-3")
+    page.focus("#run-button")
+    sync_api.expect(page.locator("#run-button")).to_have_text("Upscale 3×")
+
+    page.focus("#task-upscale")
+    page.keyboard.press("ArrowRight")
+    sync_api.expect(role("radio", name="Stylize")).to_be_checked()
+    sync_api.expect(role("slider", name="Strength")).to_be_visible()
+    sync_api.expect(role("checkbox", name="Preserve colours")).to_be_visible()
+    sync_api.expect(page.locator("#upscale-options")).to_be_hidden()
 
 
 def test_phone_width_layout(phone, tmp_path):

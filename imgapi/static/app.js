@@ -17,7 +17,7 @@ const $ = (id) => document.getElementById(id);
 const el = {
   apiState: $("api-state"), apiStateText: $("api-state-text"),
   dropzone: $("dropzone"), fileInput: $("file-input"), dropEmpty: $("drop-empty"), dropFilled: $("drop-filled"),
-  chooseLabel: $("choose-label"), changeLabel: $("change-label"), limitsHint: $("limits-hint"),
+  limitsHint: $("limits-hint"),
   sourceThumb: $("source-thumb"), sourceName: $("source-name"), sourceMeta: $("source-meta"),
   sourceNotice: $("source-notice"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
   taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
@@ -55,9 +55,9 @@ const fmtInt = (n) => nf.format(Math.round(n));
 
 /** Bytes as "532 KB" / "4.5 MB" (decimal units, as the exact byte count is given next to limits). */
 function fmtBytes(n) {
-  if (n < 1000) return `${n} bytes`;
-  if (n < 1_000_000) return `${(n / 1000).toFixed(n < 10_000 ? 1 : 0)} KB`;
-  return `${(n / 1_000_000).toFixed(n < 10_000_000 ? 1 : 0)} MB`;
+  if (n < 1000) return `${n}\u00a0bytes`;
+  if (n < 1_000_000) return `${(n / 1000).toFixed(n < 10_000 ? 1 : 0)}\u00a0KB`;
+  return `${(n / 1_000_000).toFixed(n < 10_000_000 ? 1 : 0)}\u00a0MB`;
 }
 
 function fmtSeconds(ms) {
@@ -68,6 +68,12 @@ function fmtSeconds(ms) {
 function fmtPixels(n) {
   const side = Math.floor(Math.sqrt(n));
   return `${fmtInt(n)} pixels (${fmtInt(side)} × ${fmtInt(side)})`;
+}
+
+/** A pixel limit as "500 × 500 px" (its square equivalent), or "0.25 megapixels" when not a square. */
+function fmtPixelsShort(n) {
+  const side = Math.floor(Math.sqrt(n));
+  return side * side === n ? `${fmtInt(side)} × ${fmtInt(side)} px` : `${(n / 1e6).toFixed(2)} megapixels`;
 }
 
 function fileKind(file) {
@@ -170,7 +176,7 @@ async function loadHealth() {
 function renderLimitsHint() {
   const l = state.limits;
   el.limitsHint.textContent = `PNG, JPEG, WebP, BMP, TIFF or GIF · up to ${fmtBytes(l.max_upload_bytes)}` +
-    ` · upscale up to ${fmtInt(Math.floor(Math.sqrt(l.max_upscale_pixels)))}² px`;
+    ` · upscale up to ${fmtPixelsShort(l.max_upscale_pixels)}`;
 }
 
 async function loadStyles() {
@@ -594,6 +600,9 @@ function startBusy(text, started) {
   tick();
   clearInterval(state.timer);
   state.timer = setInterval(tick, 100);
+  // On a phone the result area is below the controls: bring it into view so the progress is seen.
+  const rect = el.stage.getBoundingClientRect();
+  if (rect.top > window.innerHeight || rect.bottom < 0) el.stage.scrollIntoView({ behavior: "smooth", block: "center" });
   el.busyCancel.focus({ preventScroll: true });
 }
 
@@ -729,11 +738,7 @@ function wire() {
     el.fileInput.value = ""; // choosing the same file again still fires "change"
     useFile(file, "picker");
   });
-  for (const label of [el.chooseLabel, el.changeLabel]) {
-    label.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); el.fileInput.click(); }
-    });
-  }
+  $("stage-choose").addEventListener("click", () => el.fileInput.click());
   el.dropEmpty.addEventListener("click", (ev) => {
     if (ev.target.closest("label")) return;
     el.fileInput.click();
@@ -829,6 +834,7 @@ function reconnect(base) {
   loadStyles();
 }
 
+if (/Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent)) $("paste-key").textContent = "⌘";
 wire();
 resolveApiBase();
 renderLimitsHint();
