@@ -238,6 +238,10 @@ def test_upscale_shows_4x_result_compares_and_downloads_png(desktop, tmp_path):
     assert float(page.input_value("#compare")) == pytest.approx(30, abs=2)
     page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
     _screenshot(page, "desktop-upscale.png")
+    page.click("#zoom button[data-zoom='1']")  # 100%: one result pixel per CSS pixel
+    assert page.locator("#frame").bounding_box()["width"] == pytest.approx(96, abs=1)
+    page.click("#zoom button[data-zoom='fit']")
+    assert page.locator("#frame").bounding_box() == box
 
     with page.expect_download() as info:
         page.click("#download")
@@ -316,6 +320,10 @@ def test_oversize_file_and_too_many_pixels_are_refused_before_sending(desktop, l
     sync_api.expect(notice).to_be_visible()
     sync_api.expect(notice).to_contain_text(f"{max_bytes:,} bytes")
     sync_api.expect(page.locator("#run-button")).to_be_disabled()
+    page.click("#source-fix")  # the offered smaller copy is made in the browser and fits
+    sync_api.expect(notice).to_be_hidden()
+    sync_api.expect(page.locator("#source-meta")).to_contain_text("8 × 8 px")
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
 
     max_px = limits["max_upscale_pixels"]
     side = math.isqrt(max_px) + 1

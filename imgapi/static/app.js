@@ -19,14 +19,14 @@ const el = {
   dropzone: $("dropzone"), fileInput: $("file-input"), dropEmpty: $("drop-empty"), dropFilled: $("drop-filled"),
   limitsHint: $("limits-hint"),
   sourceThumb: $("source-thumb"), sourceName: $("source-name"), sourceMeta: $("source-meta"),
-  sourceNotice: $("source-notice"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
+  sourceNotice: $("source-notice"), sourceNoticeText: $("source-notice-text"), sourceFix: $("source-fix"),
+  viewport: $("viewport"), zoom: $("zoom"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
   taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
   upscaleOptions: $("upscale-options"), stylizeOptions: $("stylize-options"), upscaleHint: $("upscale-size-hint"),
   gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
   run: $("run-button"), cancel: $("cancel-button"), runHint: $("run-hint"),
   stage: $("stage"), stageEmpty: $("stage-empty"), frame: $("frame"), before: $("before-img"), after: $("after-img"),
   tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"), compare: $("compare"),
-  legend: $("compare-legend"),
   busy: $("busy"), busyText: $("busy-text"), busyTime: $("busy-time"), busyCancel: $("busy-cancel"),
   error: $("error"), errorTitle: $("error-title"), errorMessage: $("error-message"), errorClose: $("error-close"),
   errorRetry: $("error-retry"),
@@ -46,6 +46,8 @@ const state = {
   timer: 0,
   result: null,         // {objectUrl, width, height, ...}
   comparePct: 50,
+  zoom: "fit",          // "fit" or result pixels per CSS pixel (1, 2)
+  oversized: null,      // a decodable file refused for its bytes, which "Make a smaller copy" can fix
 };
 
 // ---------------------------------------------------------------- formatting
@@ -78,7 +80,8 @@ function fmtPixelsShort(n) {
 
 function fileKind(file) {
   const ext = (file.name.match(/\.([a-z0-9]+)$/i) || [])[1];
-  if (file.type) return file.type.replace(/^image\//, "").replace(/^x-ms-/, "").toUpperCase();
+  if (/^image\//.test(file.type)) return file.type.replace(/^image\/(x-ms-)?/, "").toUpperCase();
+  if (file.type) return file.type;
   return ext ? ext.toUpperCase() : "unknown type";
 }
 
@@ -162,8 +165,8 @@ async function loadHealth() {
     }
     const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
     const ready = body.status === "ok";
-    setApiState(ready ? "ok" : "warn", ready ? (models.length ? `API ready · ${models.length} models` : "API ready")
-      : `API status: ${body.status}`);
+    setApiState(ready ? "ok" : "warn", ready ? "API ready" : `API status: ${body.status}`);
+    el.apiState.title = models.length ? `${models.length} models known to the server` : "";
   } catch (err) {
     setApiState("down", `API unreachable (${state.apiBaseCustom ? state.apiBase : "this server"})`);
     el.apiState.title = String(err.message || err);
@@ -270,10 +273,12 @@ function selectedStyle() {
 
 // ---------------------------------------------------------------- choosing the image
 
-function showSourceNotice(text, kind = "error") {
-  el.sourceNotice.textContent = text;
+function showSourceNotice(text, kind = "error", canFix = false) {
+  if (text && kind === "error" && state.source) text += ` “${state.source.name}” is still selected.`;
+  el.sourceNoticeText.textContent = text;
   el.sourceNotice.dataset.kind = kind;
   el.sourceNotice.hidden = !text;
+  el.sourceFix.hidden = !canFix;
 }
 
 function decodeSize(url) {
@@ -289,6 +294,7 @@ function decodeSize(url) {
 async function useFile(file, origin) {
   if (!file) return;
   showSourceNotice("");
+  if (state.oversized) { URL.revokeObjectURL(state.oversized.url); state.oversized = null; }
   const name = origin === "paste" && (!file.name || /^image\.\w+$/.test(file.name))
     ? `pasted${(file.name.match(/\.\w+$/) || [".png"])[0]}` : (file.name || "image");
   const looksLikeImage = ACCEPTED_TYPES.includes(file.type) || (!file.type && ACCEPTED_EXT.test(name)) ||
@@ -300,8 +306,18 @@ async function useFile(file, origin) {
   }
   const limit = state.limits.max_upload_bytes;
   if (file.size > limit) {
-    showSourceNotice(`“${name}” is ${fmtBytes(file.size)}; the largest upload the API accepts is ` +
-      `${fmtBytes(limit)} (${fmtInt(limit)} bytes). Choose a smaller file or save it as JPEG.`);
+    const message = `“${name}” is ${fmtBytes(file.size)}; the largest upload the API accepts is ` +
+      `${fmtBytes(limit)} (${fmtInt(limit)} bytes).`;
+    showSourceNotice(`${message} Choose a smaller file.`);
+    // If the browser can read it, offer to make a copy that fits (nothing is sent until the user runs a task).
+    const url = URL.createObjectURL(file);
+    try {
+      const size = await decodeSize(url);
+      state.oversized = { url, name, base: baseName(name), width: size.width, height: size.height };
+      showSourceNotice(`${message} A smaller copy made here can be sent instead.`, "error", true);
+    } catch {
+      URL.revokeObjectURL(url);
+    }
     return;
   }
   if (file.size === 0) {
@@ -359,18 +375,34 @@ function renderSource() {
     el.before.removeAttribute("src");
     el.frame.hidden = true;
     el.stageEmpty.hidden = false;
+    el.stage.dataset.state = "empty";
   }
+  el.before.hidden = !s.url;
 }
 
-/** Resizes the frame to the image's aspect ratio, fitted into the stage (whose size never changes). */
+/**
+ * Sizes the frame to the image's aspect ratio: fitted into the stage (whose size never changes), or at a zoom
+ * in result pixels per CSS pixel, keeping the point at the centre of the view where it was.
+ */
 function fitFrame() {
   const { w, h } = el.frame.dataset.aspect ? JSON.parse(el.frame.dataset.aspect) : { w: 0, h: 0 };
   if (!w || !h) return;
-  const sw = el.stage.clientWidth;
-  const sh = el.stage.clientHeight;
-  const scale = Math.min(sw / w, sh / h);
+  const vp = el.viewport;
+  const cx = vp.scrollWidth > vp.clientWidth ? (vp.scrollLeft + vp.clientWidth / 2) / vp.scrollWidth : 0.5;
+  const cy = vp.scrollHeight > vp.clientHeight ? (vp.scrollTop + vp.clientHeight / 2) / vp.scrollHeight : 0.5;
+  const fit = Math.min(el.stage.clientWidth / w, el.stage.clientHeight / h);
+  const zoomed = state.zoom !== "fit" && state.result;
+  const scale = zoomed ? Number(state.zoom) * state.result.width / w : fit;
   el.frame.style.width = `${Math.max(1, Math.floor(w * scale))}px`;
   el.frame.style.height = `${Math.max(1, Math.floor(h * scale))}px`;
+  vp.scrollLeft = cx * vp.scrollWidth - vp.clientWidth / 2;
+  vp.scrollTop = cy * vp.scrollHeight - vp.clientHeight / 2;
+}
+
+function setZoom(zoom) {
+  state.zoom = zoom;
+  for (const b of el.zoom.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.zoom === zoom));
+  fitFrame();
 }
 
 function showFrame(w, h) {
@@ -430,29 +462,39 @@ function validate() {
   if (!busy) el.runHint.textContent = problem || hint;
 }
 
-/** Scales the image down in the browser to fit the current task's pixel limit, keeping the file's name. */
-async function shrinkToFit() {
-  const s = state.source;
-  if (!s?.url) return;
-  const limit = task() === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels;
-  let f = Math.sqrt(limit / (s.width * s.height));
-  let w = Math.max(1, Math.floor(s.width * f));
-  let h = Math.max(1, Math.floor(s.height * f));
-  while (w * h > limit) { w -= 1; h = Math.max(1, Math.floor(s.height * w / s.width)); }
+/**
+ * Makes a copy of an image (given by object URL and size) that fits the current task's pixel limit and the upload
+ * limit: PNG when that fits (keeps transparency), else JPEG, shrinking further until the bytes fit.
+ * Keeps the original's base name, so the download is still named after it.
+ */
+async function smallerCopy({ url, width, height, base }) {
+  const pixelLimit = task() === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels;
   const img = new Image();
-  img.src = s.url;
+  img.src = url;
   await img.decode();
-  const canvas = document.createElement("canvas");
-  canvas.width = w;
-  canvas.height = h;
-  const ctx = canvas.getContext("2d");
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(img, 0, 0, w, h);
-  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-  if (!blob) return;
-  const file = new File([blob], `${s.base}.png`, { type: "image/png" });
+  let f = Math.min(1, Math.sqrt(pixelLimit / (width * height)));
+  for (let attempt = 0; attempt < 8; attempt += 1, f *= 0.8) {
+    let w = Math.max(1, Math.floor(width * f));
+    let h = Math.max(1, Math.floor(height * f));
+    while (w * h > pixelLimit && w > 1) { w -= 1; h = Math.max(1, Math.floor(height * w / width)); }
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(img, 0, 0, w, h);
+    const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    if (png && png.size <= state.limits.max_upload_bytes) return { file: new File([png], `${base}.png`, { type: "image/png" }), w, h };
+    const jpeg = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+    if (jpeg && jpeg.size <= state.limits.max_upload_bytes) return { file: new File([jpeg], `${base}.jpg`, { type: "image/jpeg" }), w, h };
+  }
+  throw new Error("the image could not be made small enough");
+}
+
+async function useSmallerCopy(from) {
+  const { file, w, h } = await smallerCopy(from);
   await useFile(file, "shrink");
-  el.status.textContent = `Shrunk to ${fmtInt(w)} × ${fmtInt(h)} px to fit the limit.`;
+  el.status.textContent = `Using a ${fmtInt(w)} × ${fmtInt(h)} px copy (${fmtBytes(file.size)}) that fits the limits.`;
 }
 
 // ---------------------------------------------------------------- running a request
@@ -649,7 +691,8 @@ async function showResult(r) {
   el.tagAfter.hidden = !hasBefore;
   el.handle.hidden = !hasBefore;
   el.compare.hidden = !hasBefore;
-  el.legend.hidden = !hasBefore;
+  el.zoom.classList.remove("invisible");
+  setZoom("fit");
   el.frame.classList.toggle("comparing", hasBefore);
   setCompare(hasBefore ? 50 : 0);
   el.frame.dataset.result = "ready";
@@ -691,7 +734,10 @@ function clearResult() {
   state.result = null;
   el.after.hidden = true;
   el.after.removeAttribute("src");
-  for (const node of [el.tagBefore, el.tagAfter, el.handle, el.compare, el.legend]) node.hidden = true;
+  for (const node of [el.tagBefore, el.tagAfter, el.handle, el.compare]) node.hidden = true;
+  el.zoom.classList.add("invisible"); // keeps its room, so the heading row never changes height
+  state.zoom = "fit";
+  fitFrame();
   el.frame.classList.remove("comparing");
   delete el.frame.dataset.result;
   for (const dd of [el.metaSize, el.metaTime, el.metaModel]) { dd.textContent = "—"; dd.removeAttribute("title"); }
@@ -782,7 +828,10 @@ function wire() {
     input.addEventListener("change", validate);
   }
   el.strength.addEventListener("input", validate);
-  el.shrink.addEventListener("click", () => shrinkToFit().catch((err) => showSourceNotice(`Could not shrink: ${err.message}`)));
+  el.shrink.addEventListener("click", () => useSmallerCopy(state.source)
+    .catch((err) => showSourceNotice(`Could not shrink it: ${err.message}.`)));
+  el.sourceFix.addEventListener("click", () => state.oversized && useSmallerCopy(state.oversized)
+    .catch((err) => showSourceNotice(`Could not shrink it: ${err.message}.`)));
 
   el.run.addEventListener("click", run);
   el.cancel.addEventListener("click", cancelRequest);
@@ -807,7 +856,8 @@ function wire() {
     if (el.frame.hasPointerCapture(ev.pointerId)) setCompare(pctFromPointer(ev));
   });
 
-  new ResizeObserver(fitFrame).observe(el.stage);
+  new ResizeObserver(() => fitFrame()).observe(el.stage);
+  for (const b of el.zoom.querySelectorAll("button")) b.addEventListener("click", () => setZoom(b.dataset.zoom));
 
   el.download.addEventListener("click", (ev) => {
     if (!state.result) ev.preventDefault();
