@@ -7,10 +7,17 @@ lifecycle rule on that bucket (serverless.yml) deletes it after a day.
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imgapi.errors import unavailable
+
+log = logging.getLogger("imgapi.results")
 
 # SigV4 explicitly: it is what every region accepts for presigned URLs, and moto verifies it the same way.
 _S3_CONFIG = BotoConfig(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"})
@@ -27,19 +34,26 @@ def put_result(png: bytes, config) -> dict:
     credentials: on Lambda those are the function role's, and a presigned URL stops working when they
     expire, which can be sooner than ``expires_in``.
 
-    The S3 client honours ``AWS_ENDPOINT_URL`` (a local moto_server in tests). Failures to write raise
-    botocore's ``ClientError``/``BotoCoreError`` unchanged, for the app to answer 503 (retryable).
+    The S3 client honours ``AWS_ENDPOINT_URL`` (a local moto_server in tests). When S3 refuses or cannot
+    be reached, raises the app's 503 ``ApiError`` (``result_store_unreachable``, retryable).
     """
     if not config.result_bucket:
         raise ValueError("put_result needs a result bucket: RESULT_BUCKET is not set")
     expires_in = int(config.result_url_expires)
     # 128 random bits: keys cannot be guessed or enumerated, and two requests never collide.
     key = f"{config.result_prefix}{secrets.token_hex(16)}.png"
-    s3 = boto3.client("s3", config=_S3_CONFIG)
-    s3.put_object(Bucket=config.result_bucket, Key=key, Body=png, ContentType="image/png")
-    url = s3.generate_presigned_url(
-        "get_object",
-        Params={"Bucket": config.result_bucket, "Key": key},
-        ExpiresIn=expires_in,
-    )
+    try:
+        s3 = boto3.client("s3", config=_S3_CONFIG)
+        s3.put_object(Bucket=config.result_bucket, Key=key, Body=png, ContentType="image/png")
+        url = s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": config.result_bucket, "Key": key},
+            ExpiresIn=expires_in,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        log.warning(json.dumps({"event": "result_put_failed", "key": key, "error": type(exc).__name__}))
+        raise unavailable(
+            "result_store_unreachable",
+            f"the result could not be stored in s3://{config.result_bucket} ({type(exc).__name__}).",
+        ) from None
     return {"url": url, "expires_in": expires_in}

@@ -137,6 +137,12 @@ def test_http_api_sends_every_route_to_the_function_with_cors(template):
     assert integration["Properties"]["IntegrationUri"] == {"Fn::GetAtt": ["ApiLambdaFunction", "Arn"]}
 
 
+def test_public_api_is_throttled(template):
+    (stage,) = _of_type(template, "AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]["DefaultRouteSettings"]
+    assert 0 < settings["ThrottlingRateLimit"] <= settings["ThrottlingBurstLimit"] <= 100
+
+
 def test_iam_has_no_wildcard_resource_or_action(template):
     statements = _statements(template)
     assert statements

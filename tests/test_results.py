@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -10,19 +9,18 @@ import urllib.request
 import boto3
 import pytest
 
+from imgapi.config import Config
+from imgapi.errors import ApiError
 from imgapi.results import put_result
-from tests.moto_fixture import moto_env, moto_server  # noqa: F401
 
 BUCKET = "imgapi-test-results"
 
 
-@dataclasses.dataclass(frozen=True)
-class ResultSettings:
-    """The three Config fields put_result reads, with the defaults of API.md."""
-
-    result_bucket: str | None = BUCKET
-    result_prefix: str = "results/"
-    result_url_expires: int = 3600
+def ResultSettings(**overrides):
+    """The app's Config as the function gets it: RESULT_BUCKET set, other variables at their defaults."""
+    env = {"RESULT_BUCKET": BUCKET}
+    env.update(overrides)
+    return Config.from_env(env)
 
 
 @pytest.fixture
@@ -51,7 +49,7 @@ def test_result_is_stored_under_the_prefix_as_png(s3):
 
 def test_presigned_url_downloads_the_same_bytes(s3):
     png = _png_like(7 * 1024 * 1024)  # past the 6 MB inline limit, the case this exists for
-    answer = put_result(png, ResultSettings(result_url_expires=120))
+    answer = put_result(png, ResultSettings(RESULT_URL_EXPIRES="120"))
 
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer["url"]).query)
     assert query["X-Amz-Expires"] == ["120"]
@@ -78,6 +76,21 @@ def test_url_without_valid_signature_is_refused(s3):
     assert refused.value.code == 403
 
 
+def test_prefix_comes_from_the_environment(s3):
+    put_result(b"png", ResultSettings(RESULT_PREFIX="big/"))
+
+    (item,) = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert item["Key"].startswith("big/")
+
+
+def test_unwritable_bucket_is_a_retryable_503(moto_env):
+    with pytest.raises(ApiError) as refused:
+        put_result(b"png", ResultSettings(RESULT_BUCKET="imgapi-no-such-bucket"))
+    assert refused.value.status == 503
+    assert refused.value.code == "result_store_unreachable"
+    assert refused.value.headers["Retry-After"]
+
+
 def test_no_result_bucket_is_a_configuration_error():
     with pytest.raises(ValueError, match="RESULT_BUCKET"):
-        put_result(b"x", ResultSettings(result_bucket=None))
+        put_result(b"x", Config.from_env({}))

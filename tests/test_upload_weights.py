@@ -8,7 +8,6 @@ import json
 import boto3
 import pytest
 
-from tests.moto_fixture import moto_env, moto_server  # noqa: F401
 from tools import upload_weights as tool
 
 BUCKET = "imgapi-test-models"
@@ -149,3 +148,27 @@ def test_cli_reports_a_missing_bucket_without_a_traceback(moto_env, tmp_path, ca
 def test_cli_reports_a_missing_stack(moto_env, capsys):
     assert tool.main(["--stack", "imgapi-nowhere"]) == 1
     assert "deploy first" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_the_function_loads_what_was_uploaded(s3, tmp_path):
+    """The key layout the tool writes (PREFIX + path under weights/) is the one the model store reads."""
+    torch = pytest.importorskip("torch")
+    from imgapi.config import Config
+    from imgapi.store import ModelStore
+
+    weights = _write_weights(tmp_path / "weights")
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 3, 1)), str(weights / "srgan.pt"))
+    manifest = json.loads((weights / "manifest.json").read_text())
+    manifest["models"]["srgan"]["sha256"] = tool.sha256_of(weights / "srgan.pt")
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    tool.upload_weights(s3, BUCKET, PREFIX, weights, log=lambda line: None)
+
+    config = Config.from_env({
+        "MODEL_BUCKET": BUCKET, "MODEL_PREFIX": PREFIX, "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "WEIGHTS_DIR": str(tmp_path / "nowhere"),
+    })
+    model = ModelStore(config).get("srgan")
+
+    assert model.sha256 == manifest["models"]["srgan"]["sha256"]
+    assert tuple(model.module(torch.zeros(1, 3, 4, 4)).shape) == (1, 3, 4, 4)
