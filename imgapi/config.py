@@ -1,0 +1,87 @@
+"""Configuration: read once from the environment into one frozen object.
+
+Nothing else in the package reads ``os.environ`` (boto3 reads its own ``AWS_*`` variables).
+Defaults come from the AWS limits the API lives under: API Gateway's 29 s integration timeout
+and Lambda's 6 MB synchronous payload, which base64 (4/3) shrinks to about 4.5 MB of bytes.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cpus():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the service. See README "Configuration" for the variables."""
+
+    weights_dir: Path = ROOT / "weights"
+    model_bucket: str = ""
+    model_prefix: str = "weights/"
+    model_cache_dir: Path = Path("/tmp/models")
+    result_bucket: str = ""
+    result_prefix: str = "results/"
+    result_url_expires: int = 3600
+    # Request limits. 4 MiB of upload is 5.6 MB once API Gateway base64-encodes it: under 6 MB.
+    max_upload_bytes: int = 4 * 1024 * 1024
+    # 512x512 in -> 2048x2048 out; about 12 s on 2 cores (make bench), within the 29 s timeout.
+    max_upscale_pixels: int = 512 * 512
+    # Decoded before the shrink to max_side; 16.7 MP is 67 MB of RGBA.
+    max_stylize_pixels: int = 4096 * 4096
+    max_side_limit: int = 2048
+    # Largest response body in bytes (Lambda: 6 MB); 0 means no limit (local server).
+    max_response_bytes: int = 0
+    tile: int = 192
+    tile_overlap: int = 16
+    torch_threads: int = field(default_factory=_cpus)
+    max_concurrent: int = 1
+    queue_timeout_s: float = 20.0
+    cors_origins: tuple = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, env=None):
+        """Build the config from ``env`` (default ``os.environ``); unset variables keep defaults."""
+        env = os.environ if env is None else env
+        on_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+        d = cls()
+
+        def get(name, default, cast=str):
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return cast(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from None
+
+        return cls(
+            weights_dir=Path(get("WEIGHTS_DIR", d.weights_dir)),
+            model_bucket=get("MODEL_BUCKET", ""),
+            model_prefix=get("MODEL_PREFIX", d.model_prefix),
+            model_cache_dir=Path(get("MODEL_CACHE_DIR", d.model_cache_dir)),
+            result_bucket=get("RESULT_BUCKET", ""),
+            result_prefix=get("RESULT_PREFIX", d.result_prefix),
+            result_url_expires=get("RESULT_URL_EXPIRES", d.result_url_expires, int),
+            max_upload_bytes=get("MAX_UPLOAD_BYTES", d.max_upload_bytes, int),
+            max_upscale_pixels=get("MAX_UPSCALE_PIXELS", d.max_upscale_pixels, int),
+            max_stylize_pixels=get("MAX_STYLIZE_PIXELS", d.max_stylize_pixels, int),
+            max_side_limit=get("MAX_SIDE_LIMIT", d.max_side_limit, int),
+            max_response_bytes=get("MAX_RESPONSE_BYTES", 6_000_000 if on_lambda else 0, int),
+            tile=get("TILE", d.tile, int),
+            tile_overlap=get("TILE_OVERLAP", d.tile_overlap, int),
+            torch_threads=get("TORCH_THREADS", d.torch_threads, int),
+            max_concurrent=get("MAX_CONCURRENT", d.max_concurrent, int),
+            queue_timeout_s=get("QUEUE_TIMEOUT_S", d.queue_timeout_s, float),
+            cors_origins=tuple(o.strip() for o in get("CORS_ORIGINS", "").split(",") if o.strip()),
+            host=get("HOST", d.host),
+            port=get("PORT", d.port, int),
+        )

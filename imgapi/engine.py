@@ -1,0 +1,69 @@
+"""Inference: image in, image out. The tensor contract is written down once, here.
+
+The networks take ``(1, 3, H, W)`` float32 RGB in [0, 1] on the CPU and return ``(1, 3, 4H, 4W)``
+(SR); outputs are clamped to [0, 1] and rounded to 8 bits here, not in the networks.
+"""
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_tensor(img):
+    """PIL RGB -> ``(1, 3, H, W)`` float32 in [0, 1]."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(t):
+    """``(1, 3, H, W)`` float in [0, 1] (clamped here) -> PIL RGB."""
+    a = t.clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+    return Image.fromarray(a, "RGB")
+
+
+def _spans(length, tile):
+    """Split ``range(length)`` into near-equal spans of at most ``tile``."""
+    n = max(1, math.ceil(length / tile))
+    edges = [round(i * length / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def forward_tiled(net, x, scale=4, tile=192, overlap=16):
+    """Run ``net`` on ``x`` (``(1, C, H, W)``) in tiles of at most ``tile`` input pixels a side.
+
+    Each tile is run with ``overlap`` extra input pixels of context on every inner side and only
+    its own centre is kept, so seams do not show and memory stays bounded by the tile size.
+    ``tile <= 0`` runs the whole image at once. Returns ``(1, C, scale*H, scale*W)``.
+    """
+    _, c, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return net(x)
+    out = torch.empty((1, c, h * scale, w * scale), dtype=x.dtype)
+    for y0, y1 in _spans(h, tile):
+        for x0, x1 in _spans(w, tile):
+            py0, py1 = max(0, y0 - overlap), min(h, y1 + overlap)
+            px0, px1 = max(0, x0 - overlap), min(w, x1 + overlap)
+            y = net(x[:, :, py0:py1, px0:px1])
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+    return out
+
+
+@torch.inference_mode()
+def upscale(net, rgb, alpha=None, scale=4, tile=192, overlap=16):
+    """Super-resolve ``rgb`` (PIL RGB, sRGB) with the 4x ``net``; returns ``(rgb, alpha)`` PIL images.
+
+    ``scale`` 4 is the network's own output; 2 and 3 are resized from it with Lanczos. The alpha
+    channel, when given, is resized to the same size with Lanczos.
+    """
+    if scale not in (2, 3, 4):
+        raise ValueError(f"scale {scale} is not supported. Supported scales: 2, 3, 4")
+    out = to_image(forward_tiled(net, to_tensor(rgb), 4, tile, overlap))
+    size = (rgb.width * scale, rgb.height * scale)
+    if scale != 4:
+        out = out.resize(size, Image.LANCZOS)
+    if alpha is not None:
+        alpha = alpha.resize(size, Image.LANCZOS)
+    return out, alpha

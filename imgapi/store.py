@@ -1,0 +1,183 @@
+"""Model store: model name -> loaded TorchScript module, from ``weights/`` or from S3.
+
+A TorchScript file is code, so a file is loaded only from the configured location and only
+when its sha256 matches the manifest. With ``MODEL_BUCKET`` set, files are downloaded once per
+container into ``MODEL_CACHE_DIR`` (temp file + rename, so a cut download never leaves a
+partial file under the real name) and a cached file is reused on the next cold start when its
+sha256 still matches. Each model is loaded once per process; loading is safe under concurrent
+requests. Anything that keeps a model from loading becomes a 503 for that model only.
+"""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgapi.errors import ApiError, unavailable
+
+log = logging.getLogger("imgapi.store")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model: its manifest ``entry``, the TorchScript ``module`` and its ``sha256``."""
+
+    name: str
+    module: object
+    sha256: str
+    entry: dict
+
+
+class ModelStore:
+    """Resolve names of the manifest to loaded modules. Thread-safe."""
+
+    def __init__(self, config):
+        self.config = config
+        self._lock = threading.Lock()
+        self._name_locks = {}
+        self._models = {}
+        self._manifest = None
+        self._s3 = None
+
+    # -- manifest -------------------------------------------------------------------------
+    def manifest(self):
+        """``{name: entry}`` of the manifest; fetched once (retried after a failure)."""
+        with self._lock:
+            if self._manifest is None:
+                self._manifest = self._read_manifest()
+            return self._manifest
+
+    def _read_manifest(self):
+        try:
+            if self.config.model_bucket:
+                raw = self._s3_get(self.config.model_prefix + "manifest.json")
+            else:
+                raw = (Path(self.config.weights_dir) / "manifest.json").read_bytes()
+        except ApiError:
+            raise
+        except FileNotFoundError:
+            raise unavailable("manifest_missing",
+                              f"no manifest.json in {self.config.weights_dir}.") from None
+        try:
+            models = json.loads(raw)["models"]
+            if not isinstance(models, dict):
+                raise TypeError("models is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise unavailable("manifest_invalid", f"the weights manifest is invalid ({exc}).") from None
+        return models
+
+    def entry(self, name):
+        """The manifest entry of ``name``, or None if there is none."""
+        return self.manifest().get(name)
+
+    def names(self, kind=None):
+        return sorted(n for n, e in self.manifest().items() if kind is None or e.get("kind") == kind)
+
+    # -- files ----------------------------------------------------------------------------
+    def _client(self):
+        if self._s3 is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+            self._s3 = boto3.client("s3", config=BotoConfig(
+                connect_timeout=2, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"}))
+        return self._s3
+
+    def _s3_get(self, key):
+        try:
+            obj = self._client().get_object(Bucket=self.config.model_bucket, Key=key)
+            return obj["Body"].read()
+        except Exception as exc:
+            log.warning(json.dumps({"event": "s3_get_failed", "key": key, "error": type(exc).__name__}))
+            raise unavailable("model_store_unreachable",
+                              f"the model store s3://{self.config.model_bucket}/{key} could not be "
+                              f"read ({type(exc).__name__}).") from None
+
+    def _download(self, key, dest):
+        """Download ``key`` to ``dest`` atomically: a temp file in the same folder, then rename."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self._client().download_fileobj(self.config.model_bucket, key, f)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise unavailable("model_cache_unwritable",
+                              f"the model cache {dest.parent} could not be written ({exc.strerror}).") from None
+        except Exception as exc:
+            raise unavailable("model_store_unreachable",
+                              f"s3://{self.config.model_bucket}/{key} could not be downloaded "
+                              f"({type(exc).__name__}).") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def file(self, relpath, sha256=None):
+        """Local path of the weights file ``relpath`` (downloaded in S3 mode), checked if ``sha256``."""
+        if Path(relpath).is_absolute() or ".." in Path(relpath).parts:
+            raise unavailable("manifest_invalid", f"the manifest names a file outside the store: {relpath}.")
+        if not self.config.model_bucket:
+            path = Path(self.config.weights_dir) / relpath
+            if not path.is_file():
+                raise unavailable("model_missing", f"the weights file {relpath} is missing.")
+            if sha256 and sha256_file(path) != sha256:
+                raise unavailable("checksum_mismatch",
+                                  f"{relpath} does not match its sha256 in the manifest.")
+            return path
+        path = Path(self.config.model_cache_dir) / relpath
+        if path.is_file() and (not sha256 or sha256_file(path) == sha256):
+            return path
+        if path.is_file():
+            log.warning(json.dumps({"event": "cache_corrupt", "file": relpath}))
+        self._download(self.config.model_prefix + relpath, path)
+        if sha256 and sha256_file(path) != sha256:
+            path.unlink(missing_ok=True)
+            raise unavailable("checksum_mismatch",
+                              f"{relpath} downloaded from s3://{self.config.model_bucket} does not "
+                              "match its sha256 in the manifest.")
+        return path
+
+    # -- models ---------------------------------------------------------------------------
+    def get(self, name):
+        """The loaded ``Model`` called ``name``; loads it on first use. 400 if unknown, 503 if broken."""
+        model = self._models.get(name)
+        if model is not None:
+            return model
+        entry = self.entry(name)
+        if entry is None:
+            raise KeyError(name)
+        with self._lock:
+            name_lock = self._name_locks.setdefault(name, threading.Lock())
+        with name_lock:
+            model = self._models.get(name)
+            if model is None:
+                model = self._load(name, entry)
+                self._models[name] = model
+        return model
+
+    def _load(self, name, entry):
+        import torch
+        if "file" not in entry or "sha256" not in entry:
+            raise unavailable("manifest_invalid", f"the manifest entry of {name} lacks file or sha256.")
+        path = self.file(entry["file"], entry["sha256"])
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as exc:
+            raise unavailable("model_load_failed", f"{name} could not be loaded ({type(exc).__name__}).") from None
+        log.info(json.dumps({"event": "model_loaded", "model": name, "sha256": entry["sha256"][:12]}))
+        return Model(name, module, entry["sha256"], entry)
+
+    def status(self):
+        """``{name: {"sha256", "kind", "loaded"}}`` for /health; does not load anything."""
+        return {n: {"sha256": e.get("sha256"), "kind": e.get("kind"), "loaded": n in self._models}
+                for n, e in self.manifest().items()}

@@ -1,0 +1,1 @@
+"""Network definitions: torch only, no I/O. Constructor defaults match the shipped weights."""

@@ -1,0 +1,68 @@
+"""SRResNet / SRGAN generator (Ledig et al. 2017, "Photo-Realistic Single Image Super-Resolution
+Using a Generative Adversarial Network"), 4x.
+
+9x9 head, 16 residual blocks (conv-BN-PReLU-conv-BN), conv-BN and the long skip, two
+conv + PixelShuffle(2) + PReLU stages, 9x9 tail. Input and output are RGB in [0, 1].
+
+One addition, ``bicubic_skip`` (on in the shipped weights): the network predicts the residual
+over a bicubic 4x upscale of its input, as in VDSR. With the tail initialised at zero, training
+starts exactly at bicubic quality, which matters when the training budget is minutes on a CPU.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-PReLU-conv3x3-BN with an identity skip."""
+
+    def __init__(self, channels=64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.PReLU(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
+
+
+class UpsampleBlock(nn.Module):
+    """conv3x3 to 4x the channels, PixelShuffle(2), PReLU: doubles height and width."""
+
+    def __init__(self, channels=64):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.act = nn.PReLU(channels)
+
+    def forward(self, x):
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class SRResNet(nn.Module):
+    """4x generator. ``forward``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, 4H, 4W)``, not clamped."""
+
+    scale = 4
+
+    def __init__(self, channels=64, blocks=16, bicubic_skip=True):
+        super().__init__()
+        self.bicubic_skip = bicubic_skip
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
+        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                                       nn.BatchNorm2d(channels))
+        self.upsample = nn.Sequential(UpsampleBlock(channels), UpsampleBlock(channels))
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        if bicubic_skip:
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x):
+        feat = self.head(x)
+        feat = feat + self.body_tail(self.body(feat))
+        out = self.tail(self.upsample(feat))
+        if self.bicubic_skip:
+            out = out + F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False)
+        return out

@@ -1,0 +1,45 @@
+"""Image makers shared by the tests: small, deterministic, in memory."""
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def photo(w=24, h=16, seed=0):
+    """A smooth-ish RGB test image with some texture (PIL)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x / max(w - 1, 1), y / max(h - 1, 1), (x + y) / max(w + h - 2, 1)], -1) * 200
+    noise = rng.normal(0, 12, (h, w, 3))
+    return Image.fromarray(np.clip(base + noise + 20, 0, 255).astype(np.uint8), "RGB")
+
+
+def encode(img, fmt="PNG", **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bytes(w=24, h=16, mode="RGB", seed=0):
+    img = photo(w, h, seed)
+    if mode != "RGB":
+        img = img.convert(mode)
+    return encode(img)
+
+
+def decode_png(data):
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG"
+    img.load()
+    return img
+
+
+def bomb_png(width=100_000, height=100_000):
+    """A ~100-byte PNG whose header declares ``width`` x ``height`` pixels."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))

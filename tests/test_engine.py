@@ -1,0 +1,143 @@
+"""The image path of /upscale: decoding every kind of input to sRGB(A), and the tiled engine."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgapi import engine, images
+from imgapi.errors import ApiError
+from tests.conftest import tiny_sr
+from tests.helpers import bomb_png, encode, photo
+
+BIG = 10_000_000
+
+
+def test_exif_orientation_is_applied():
+    img = photo(30, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    rgb, alpha = images.decode(encode(img, "JPEG", exif=exif, quality=100, subsampling=0), BIG)
+    assert rgb.size == (20, 30)
+    assert alpha is None
+    # The top-left of the stored image ends up top-right once displayed, not anywhere else.
+    got = np.asarray(rgb, dtype=int)
+    right = np.abs(got - np.asarray(img.transpose(Image.ROTATE_270), dtype=int)).mean()
+    wrong = np.abs(got - np.asarray(img.transpose(Image.ROTATE_90), dtype=int)).mean()
+    assert right < 4 and wrong > 20
+
+
+def test_out_of_range_exif_orientation_keeps_pixels():
+    exif = Image.Exif()
+    exif[0x0112] = 99
+    rgb, _ = images.decode(encode(photo(30, 20), "JPEG", exif=exif), BIG)
+    assert rgb.size == (30, 20)
+
+
+def test_alpha_is_kept_and_upscaled():
+    img = photo(12, 10).convert("RGBA")
+    a = np.zeros((10, 12), np.uint8)
+    a[:, 6:] = 255
+    img.putalpha(Image.fromarray(a))
+    rgb, alpha = images.decode(encode(img), BIG)
+    out, out_alpha = engine.upscale(tiny_sr(), rgb, alpha, scale=4)
+    assert out.size == out_alpha.size == (48, 40)
+    al = np.asarray(out_alpha)
+    assert al[:, :20].max() < 30 and al[:, 28:].min() > 225
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "1", "LA", "I;16", "I", "F", "CMYK"])
+def test_modes_become_8bit_rgb(mode):
+    src = photo(16, 12)
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(src.convert("L"), dtype=np.uint16) * 257)
+        assert img.mode == "I;16"
+    elif mode == "F":
+        img = Image.fromarray(np.asarray(src.convert("L"), dtype=np.float32) / 255.0, "F")
+    else:
+        img = src.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode in ("F", "I") else "PNG")
+    rgb, alpha = images.decode(encode(img, fmt), BIG)
+    assert rgb.mode == "RGB" and rgb.size == (16, 12)
+    assert (alpha is not None) == (mode == "LA")
+    if mode in ("L", "I;16", "I", "F"):
+        # The grey levels survive the trip (16-bit scaled down, float 0..1 scaled up).
+        grey = np.asarray(src.convert("L"), dtype=int)
+        assert np.abs(np.asarray(rgb, dtype=int)[..., 0] - grey).max() <= 1
+    if mode == "CMYK":
+        assert np.abs(np.asarray(rgb, dtype=int) - np.asarray(src, dtype=int)).mean() < 20
+
+
+def test_palette_transparency_becomes_alpha():
+    img = photo(8, 8).convert("P")
+    img.info["transparency"] = 0
+    rgb, alpha = images.decode(encode(img, transparency=0), BIG)
+    assert alpha is not None and rgb.mode == "RGB"
+
+
+def test_sixteen_bit_rgb_png():
+    a = (np.asarray(photo(10, 8), dtype=np.uint16) * 257)
+    import struct, zlib
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in a)
+
+    def chunk(k, b):
+        return struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10, 8, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    rgb, _ = images.decode(png, BIG)
+    assert np.abs(np.asarray(rgb, dtype=int) - np.asarray(photo(10, 8), dtype=int)).max() <= 1
+
+
+def test_icc_profile_is_converted_to_srgb():
+    from PIL import ImageCms
+    img = photo(8, 8)
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    rgb, _ = images.decode(encode(img, icc_profile=lab.tobytes()), BIG)
+    assert np.abs(np.asarray(rgb, dtype=int) - np.asarray(img, dtype=int)).max() <= 2
+    # A corrupt profile is ignored rather than failing the request.
+    rgb, _ = images.decode(encode(img, icc_profile=b"not a profile"), BIG)
+    assert rgb.size == (8, 8)
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"", 400),
+    (b"hello, I am text", 415),
+    (encode(photo(40, 40))[:200], 415),
+    (bomb_png(), 413),
+    (encode(photo(40, 40), "JPEG")[:300], 415),
+])
+def test_bad_bytes_give_client_errors(data, status):
+    with pytest.raises(ApiError) as err:
+        images.decode(data, 64 * 64)
+    assert err.value.status == status
+
+
+def test_pixel_limit_is_read_from_header():
+    with pytest.raises(ApiError) as err:
+        images.decode(bomb_png(300, 300), 64 * 64)
+    assert err.value.status == 413 and "4096" in err.value.message
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_scales_give_exact_sizes(scale):
+    out, _ = engine.upscale(tiny_sr(), photo(13, 7), scale=scale)
+    assert out.size == (13 * scale, 7 * scale)
+
+
+def test_tiled_matches_untiled_within_one_level():
+    net = tiny_sr()
+    x = engine.to_tensor(photo(70, 45, seed=3))
+    with torch.inference_mode():
+        whole = engine.forward_tiled(net, x, tile=0)
+        tiled = engine.forward_tiled(net, x, tile=24, overlap=16)
+    assert tiled.shape == whole.shape == (1, 3, 180, 280)
+    assert (tiled.clamp(0, 1) - whole.clamp(0, 1)).abs().max().item() <= 1 / 255
+
+
+def test_output_is_sharper_path_not_identity():
+    """The tiny net is not the identity over bicubic: the output differs from plain bicubic."""
+    img = photo(16, 16)
+    out, _ = engine.upscale(tiny_sr(), img)
+    bic = img.resize((64, 64), Image.BICUBIC)
+    assert np.abs(np.asarray(out, dtype=int) - np.asarray(bic, dtype=int)).mean() > 0.5

@@ -1,0 +1,1 @@
+"""Training pipeline (GPU or CPU). Serving never imports this package."""

