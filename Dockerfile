@@ -1,8 +1,11 @@
 # The Lambda function's image: `sls deploy` builds it (linux/amd64) and pushes it to ECR.
-# Local try-out, with the runtime interface emulator that the base image ships:
-#   docker build --platform linux/amd64 -t imgapi . && docker run --rm -p 9000:8080 imgapi
+# Local try-out, with the runtime interface emulator that the base image ships and the local weights:
+#   docker build --platform linux/amd64 -t imgapi .
+#   docker run --rm -p 9000:8080 -v "$PWD/weights:/var/task/weights:ro" imgapi
 #   curl -XPOST localhost:9000/2015-03-31/functions/function/invocations -d @tests/events/<event>.json
-FROM public.ecr.aws/lambda/python:3.11
+# 3.12: Amazon Linux 2023, supported until Oct 2028 (the 3.11 image, on Amazon Linux 2, was deprecated in
+# June 2026). The base sets WORKDIR to LAMBDA_TASK_ROOT (/var/task) and ships the runtime interface client.
+FROM public.ecr.aws/lambda/python:3.12
 
 # PyTorch publishes its CPU-only builds on its own wheel index, not on PyPI, where the x86_64 torch wheel is
 # the CUDA build and pulls ~3 GB of nvidia-* wheels this function could never use. Override the argument
@@ -11,33 +14,32 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 COPY requirements.txt ${LAMBDA_TASK_ROOT}/
 
-# One layer, so the files removed at the end never reach the image:
+# One layer, so the files removed at the end never reach the image. Only sh, python and pip are relied
+# on (the AL2023 minimal base has no findutils):
 # 1. torch alone from the CPU index, at the version requirements.txt pins (one place to change it);
 # 2. the serving requirements from PyPI: pip sees torch==X satisfied by the installed X+cpu and leaves it;
 # 3. fail the build if a CUDA torch got in anyway;
 # 4. drop what only building C++ extensions or torch's own C++ tests need (headers, cmake files, test
-#    binaries: ~190 MB). bin/torch_shm_manager stays: `import torch` checks that it exists.
+#    binaries and libraries: ~190 MB). bin/torch_shm_manager stays: `import torch` checks it exists.
 RUN set -eux; \
-    torch_req="$(grep -E '^torch==' "${LAMBDA_TASK_ROOT}/requirements.txt")"; \
-    pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${torch_req}"; \
-    pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.txt"; \
+    cd "${LAMBDA_TASK_ROOT}"; \
+    torch_req="$(python -c 'import re; print(re.search(r"^torch==[^\s;#]+", open("requirements.txt").read(), re.M)[0])')"; \
+    python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${torch_req}"; \
+    python -m pip install --no-cache-dir -r requirements.txt; \
     python -c "import torch; assert torch.version.cuda is None, 'CUDA build of torch: ' + torch.__version__"; \
-    torch_dir="$(python -c 'import os, torch; print(os.path.dirname(torch.__file__))')"; \
-    rm -rf "${torch_dir}/include" "${torch_dir}/share" "${torch_dir}/test"; \
-    find "${torch_dir}/bin" -type f ! -name torch_shm_manager -delete; \
-    rm -f "${torch_dir}"/lib/lib*test*.so "${torch_dir}/lib/libbackend_with_compiler.so" \
-          "${torch_dir}/lib/libaoti_custom_ops.so"; \
-    python -c "import torch; torch.zeros(1)"
+    python -c "import glob, os, shutil, importlib.util; \
+torch_dir = importlib.util.find_spec('torch').submodule_search_locations[0]; \
+[shutil.rmtree(os.path.join(torch_dir, d)) for d in ('include', 'share', 'test') if os.path.isdir(os.path.join(torch_dir, d))]; \
+junk = glob.glob(os.path.join(torch_dir, 'bin', '*')) + glob.glob(os.path.join(torch_dir, 'lib', 'lib*test*.so')); \
+[os.remove(f) for f in junk if os.path.isfile(f) and os.path.basename(f) != 'torch_shm_manager']"; \
+    python -c "import torch; torch.jit.script(torch.nn.Conv2d(3, 3, 1))(torch.zeros(1, 3, 4, 4))"
 
-# Serving code only: training/ and its data never enter the image (.dockerignore keeps them out of the
-# build context too).
+# Serving code only, exactly what handler.py imports (tests/test_deploy.py checks): not training/, not
+# model/ (the weights are TorchScript, which loads without the Python class definitions), and no weights:
+# on Lambda they come from the models bucket (MODEL_BUCKET), so one upload updates them without a
+# rebuild. For a local `docker run` without a bucket, mount them: -v "$PWD/weights:/var/task/weights:ro".
 COPY handler.py ${LAMBDA_TASK_ROOT}/
 COPY imgapi/ ${LAMBDA_TASK_ROOT}/imgapi/
-COPY model/ ${LAMBDA_TASK_ROOT}/model/
-# The shipped weights and their manifest, baked in as the fallback that the app uses when MODEL_BUCKET
-# is unset (a local `docker run`); on Lambda MODEL_BUCKET is set and the weights come from S3.
-COPY weights/ ${LAMBDA_TASK_ROOT}/weights/
-ENV WEIGHTS_DIR=${LAMBDA_TASK_ROOT}/weights
 
 # /var/task is read-only on Lambda: compile now, or every cold start recompiles our modules in memory.
 # chmod: a checkout made under a strict umask would otherwise be unreadable to the user below.
