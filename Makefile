@@ -22,7 +22,6 @@ help:
 
 $(VENV)/.installed: requirements.txt requirements-local.txt requirements-test.txt requirements-train.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-local.txt -r requirements-train.txt -r requirements-test.txt
 	touch $@
 
