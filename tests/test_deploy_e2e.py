@@ -1,0 +1,94 @@
+"""The deployed function end to end, offline: weights put in a moto_server bucket by
+tools/upload_weights.py, the environment that serverless.yml gives the function, handler.handler driven
+with HTTP API (v2) events as the stack's `$default` route delivers them. Cold start downloads the weights,
+the warm one does not; a result over the response limit comes back as a presigned URL that downloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.helpers import decode_png
+from tools.upload_weights import upload_weights
+
+EVENTS = Path(__file__).parent / "events"
+MODELS = "imgapi-e2e-models"
+RESULTS = "imgapi-e2e-results"
+
+
+@pytest.fixture
+def deployed(moto_env, tiny_weights, tmp_path, monkeypatch):
+    """handler.handler configured like the stack (serverless.yml environment), buckets in moto."""
+    s3 = boto3.client("s3")
+    for bucket in (MODELS, RESULTS):
+        s3.create_bucket(Bucket=bucket)
+    upload_weights(s3, MODELS, "weights/", tiny_weights, log=lambda line: None)
+    cache = tmp_path / "models"
+    env = {
+        "MODEL_BUCKET": MODELS,
+        "MODEL_PREFIX": "weights/",
+        "MODEL_CACHE_DIR": str(cache),
+        "RESULT_BUCKET": RESULTS,
+        "RESULT_PREFIX": "results/",
+        "RESULT_URL_EXPIRES": "3600",
+        "CORS_ORIGINS": "*",
+        "AWS_LAMBDA_FUNCTION_NAME": "imgapi-ci-api",
+        # Not from serverless.yml: keeps the tiny test inside one core, nothing falls back to local files.
+        "TORCH_THREADS": "1",
+        "WEIGHTS_DIR": str(tmp_path / "no-local-weights"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MAX_RESPONSE_BYTES", raising=False)
+    import handler as module
+
+    return importlib.reload(module).handler, s3, cache
+
+
+def _event(name: str) -> dict:
+    event = json.loads((EVENTS / name).read_text())
+    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"  # serverless.yml: one catch-all route
+    return event
+
+
+def _invoke(handler, event, context):
+    response = handler(event, context)
+    body = base64.b64decode(response["body"]) if response.get("isBase64Encoded") else response["body"].encode()
+    return response["statusCode"], body
+
+
+def test_cold_start_downloads_the_weights_and_the_warm_one_does_not(deployed, lambda_context):
+    handler, s3, cache = deployed
+
+    status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
+    assert status == 200, body
+    assert decode_png(base64.b64decode(json.loads(body)["image"])).size == (36, 24)
+    assert (cache / "srgan.pt").is_file()
+
+    # With the weights gone from the bucket, only a container that already holds them can still answer.
+    s3.delete_objects(Bucket=MODELS, Delete={"Objects": [{"Key": "weights/srgan.pt"}]})
+    status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
+    assert status == 200, body
+
+
+def test_result_over_the_response_limit_comes_back_as_a_presigned_url(deployed, lambda_context, monkeypatch):
+    monkeypatch.setenv("MAX_RESPONSE_BYTES", "1000")  # the tiny test image stands in for a 20 MP upscale
+    import handler as module
+
+    handler = importlib.reload(module).handler
+
+    status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert "image" not in answer and answer["expires_in"] == 3600
+    with urllib.request.urlopen(answer["url"], timeout=30) as response:
+        assert decode_png(response.read()).size == (36, 24)
+    (stored,) = deployed[1].list_objects_v2(Bucket=RESULTS)["Contents"]
+    assert stored["Key"].startswith("results/")
