@@ -3,7 +3,7 @@
 
 // Used until GET /health says otherwise (it reports the server's real limits in "limits").
 const DEFAULT_LIMITS = Object.freeze({
-  max_upload_bytes: 4_500_000,
+  max_upload_bytes: 4 * 1024 * 1024,
   max_upscale_pixels: 512 * 512,
   max_stylize_pixels: 4096 * 4096,
 });
@@ -163,6 +163,9 @@ async function loadHealth() {
     for (const key of Object.keys(DEFAULT_LIMITS)) {
       if (Number.isFinite(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
     }
+    // Without a result bucket, a result over the response cap (AWS Lambda: 6 MB) is refused; say so first.
+    state.limits.max_response_bytes = !limits.result_bucket && Number.isFinite(limits.max_response_bytes)
+      ? limits.max_response_bytes : 0;
     const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
     const ready = body.status === "ok";
     setApiState(ready ? "ok" : "warn", ready ? "API ready" : `API status: ${body.status}`);
@@ -424,6 +427,20 @@ function stylizeSize(w, h) {
   return [Math.round(w * f), Math.round(h * f)];
 }
 
+function resultSize(t, s) {
+  return t === "upscale" ? [s.width * scale(), s.height * scale()] : stylizeSize(s.width, s.height);
+}
+
+/** The server's PNG size bound (images.png_size_bound, RGB), base64-encoded, against the response cap. */
+function resultTooLarge(t, s) {
+  const cap = state.limits.max_response_bytes;
+  if (!cap) return false;
+  const [w, h] = resultSize(t, s);
+  const raw = h * (w * 3 + 1);
+  const bound = raw + Math.floor(raw / 1000) * 5 + 1024;
+  return Math.floor(bound * 4 / 3) + 1024 > cap;
+}
+
 /** Checks what can be checked before sending; enables the button only when the request can succeed. */
 function validate() {
   const t = task();
@@ -450,11 +467,20 @@ function validate() {
       el.limitText.textContent = `This image is ${fmtInt(s.width)} × ${fmtInt(s.height)} = ${fmtInt(pixels)} pixels; ` +
         `${t === "upscale" ? "upscaling" : "stylizing"} accepts at most ${fmtPixels(limit)}.`;
       el.limitNotice.hidden = false;
+      el.shrink.hidden = !s.url;
       problem = "Too many pixels for this task: shrink the image or pick another.";
+    } else if (s.width && resultTooLarge(t, s)) {
+      const [w, h] = resultSize(t, s);
+      el.limitText.textContent = `A ${fmtInt(w)} × ${fmtInt(h)} px result may be larger than the ` +
+        `${fmtBytes(state.limits.max_response_bytes)} the API can send back (${fmtInt(state.limits.max_response_bytes)} bytes)` +
+        (t === "upscale" ? "; choose a smaller scale or image." : "; choose a smaller image.");
+      el.limitNotice.hidden = false;
+      el.shrink.hidden = true;
+      problem = "The result would be too large to send back.";
     } else if (t === "stylize" && !selectedStyleName()) {
       problem = state.styles.length ? "Pick a style." : "No style available yet.";
     } else if (s.width) {
-      const [w, h] = t === "upscale" ? [s.width * scale(), s.height * scale()] : stylizeSize(s.width, s.height);
+      const [w, h] = resultSize(t, s);
       hint = `Result: ${fmtInt(w)} × ${fmtInt(h)} px · Ctrl+Enter runs it`;
     }
   }
