@@ -203,6 +203,17 @@ def test_buckets_are_private_and_results_expire_after_a_day(template):
     assert template["Parameters"]["ResultBucket"]["Default"] == "true"
 
 
+def test_buckets_refuse_plain_http(template):
+    policies = {res["Properties"]["Bucket"]["Ref"]: res for res in _of_type(template, "AWS::S3::BucketPolicy").values()
+                if isinstance(res["Properties"]["Bucket"], dict)}
+    for bucket in ("ModelsBucket", "ResultsBucket"):
+        (statement,) = policies[bucket]["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": False}}
+        assert {"Fn::GetAtt": [bucket, "Arn"]} in statement["Resource"]
+    assert policies["ResultsBucket"]["Condition"] == "HasResultBucket"
+
+
 def test_outputs_name_what_upload_weights_needs(template):
     outputs = template["Outputs"]
     assert outputs["ModelBucketName"]["Value"] == {"Ref": "ModelsBucket"}
