@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -39,7 +40,7 @@ PHONE = {"width": 390, "height": 844}
 PAGE_DEFAULT_LIMITS = {"max_upload_bytes": 4 * 1024 * 1024, "max_upscale_pixels": 512 * 512,
                        "max_stylize_pixels": 4096 * 4096}
 # The policy a deployment may put in front of the page: no inline script or style, no eval.
-CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; style-src 'self'; "
+CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' https:; style-src 'self'; "
        "script-src 'self'; object-src 'none'; base-uri 'self'")
 RESULT_TIMEOUT_MS = 180_000  # CPU inference on a shared machine, first request also loads the weights
 sync_api.expect.set_options(timeout=15_000)  # the CI machine's CPUs are shared with training jobs
@@ -392,6 +393,30 @@ def test_server_errors_are_shown_as_their_message_and_the_page_recovers(desktop,
     sync_api.expect(page.locator("#run-button")).to_be_enabled()
 
 
+def test_a_large_result_given_by_url_is_shown_and_downloaded(desktop, base_url, tmp_path):
+    """With a result bucket the API answers {"url", "expires_in"} instead of "image" (shared/API.md)."""
+    page = desktop
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 100, 50)).save(buf, "PNG")
+    result_url = base_url + "fake-bucket/results/abc.png?X-Amz-Expires=900&X-Amz-Signature=0f"
+    page.route("**/fake-bucket/**", lambda route: route.fulfill(status=200, content_type="image/png",
+                                                                 body=buf.getvalue()))
+    page.route("**/upscale", lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(
+        {"url": result_url, "expires_in": 900, "width": 96, "height": 64, "model": "srgan",
+         "sha256": "0123456789ab", "elapsed_ms": 1234})))
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    page.click("#run-button")
+    _wait_done(page)
+    assert _natural_size(page) == (96, 64)
+    sync_api.expect(page.locator("#status")).to_contain_text("expires in 15 min")
+    with page.expect_download() as info:
+        page.click("#download")
+    assert info.value.suggested_filename == "photo_x4_srgan.png"
+    saved = tmp_path / "from-url.png"
+    info.value.save_as(saved)
+    assert saved.read_bytes() == buf.getvalue()
+
+
 def test_busy_state_shows_elapsed_time_and_can_be_cancelled(desktop, tmp_path):
     page = desktop
     held = []
@@ -441,6 +466,41 @@ def test_controls_are_labelled_and_reachable_by_keyboard(desktop, tmp_path):
     sync_api.expect(role("slider", name="Strength")).to_be_visible()
     sync_api.expect(role("checkbox", name="Preserve colours")).to_be_visible()
     sync_api.expect(page.locator("#upscale-options")).to_be_hidden()
+
+
+def test_api_base_url_is_configurable_and_remembered(browser, base_url, tmp_path):
+    api = "https://api.example.test/prod/"
+    calls = []
+
+    def fake_api(route):
+        path = route.request.url[len(api):].split("?")[0]
+        calls.append(path)
+        body = {"health": {"status": "ok", "models": {}, "limits": {"max_upload_bytes": 1000}},
+                "styles": {"styles": []}}.get(path, {"error": {"code": "not_here", "message": f"fake API: {path}"}})
+        route.fulfill(status=200 if path in ("health", "styles") else 404, content_type="application/json",
+                      headers={"access-control-allow-origin": "*"}, body=json.dumps(body))
+
+    context = browser.new_context(viewport=DESKTOP)
+    context.route(api + "**", fake_api)
+    page = context.new_page()
+    page.route(base_url, _with_csp)
+    page.goto(base_url + "?api=" + urllib.parse.quote(api, safe=""))
+    sync_api.expect(page.locator("#api-base-label")).to_have_text(api)
+    sync_api.expect(page.locator("#limits-hint")).to_contain_text("1.0\u00a0KB")  # the configured API's limits
+    sync_api.expect(page.locator("#gallery-msg")).to_contain_text("no styles")
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    page.click("#run-button")
+    sync_api.expect(page.locator("#error-message")).to_have_text("fake API: upscale")
+    assert {"health", "styles", "upscale"} <= set(calls)
+
+    page.goto(base_url)  # remembered without the query parameter
+    sync_api.expect(page.locator("#api-base-label")).to_have_text(api)
+    page.click("#settings summary")
+    page.click("#api-reset")
+    sync_api.expect(page.locator("#api-base-label")).to_have_text("same origin")
+    page.goto(base_url)
+    sync_api.expect(page.locator("#api-base-label")).to_have_text("same origin")
+    context.close()
 
 
 def test_phone_width_layout(phone, tmp_path):

@@ -154,10 +154,20 @@ let healthRetry = 0;
 
 async function loadHealth() {
   clearTimeout(healthRetry);
+  let res;
   try {
-    const res = await fetch(apiUrl("health"), { headers: { Accept: "application/json" } });
+    res = await fetch(apiUrl("health"), { headers: { Accept: "application/json" } });
+  } catch (err) {
+    setApiState("down", `API unreachable (${state.apiBaseCustom ? state.apiBase : "this server"})`);
+    el.apiState.title = String(err.message || err);
+    healthRetry = setTimeout(loadHealth, 15_000);
+    renderLimitsHint();
+    validate();
+    return;
+  }
+  try {
     const body = await res.json().catch(() => null);
-    if (!res.ok || !body) throw new Error(body?.error?.message || `HTTP ${res.status}`);
+    if (!res.ok || !body) throw new Error(body?.error?.message || `HTTP ${res.status} ${res.statusText}`.trim());
     const limits = body.limits || {};
     state.limits = { ...DEFAULT_LIMITS };
     for (const key of Object.keys(DEFAULT_LIMITS)) {
@@ -170,10 +180,12 @@ async function loadHealth() {
     const ready = body.status === "ok";
     setApiState(ready ? "ok" : "warn", ready ? "API ready" : `API status: ${body.status}`);
     el.apiState.title = models.length ? `${models.length} models known to the server` : "";
+    if (!state.styles.length && el.gallery.querySelector(".is-error")) loadStyles(); // it has recovered
   } catch (err) {
-    setApiState("down", `API unreachable (${state.apiBaseCustom ? state.apiBase : "this server"})`);
+    // Serving, but not ready (e.g. weights not there yet): say what the server says, and look again soon.
+    setApiState("warn", `API not ready: ${err.message || err}`);
     el.apiState.title = String(err.message || err);
-    healthRetry = setTimeout(loadHealth, 15_000);
+    healthRetry = setTimeout(loadHealth, 10_000);
   }
   renderLimitsHint();
   validate();
