@@ -14,8 +14,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 COPY requirements.txt ${LAMBDA_TASK_ROOT}/
 
-# One layer, so the files removed at the end never reach the image. Only sh, python and pip are relied
-# on (the AL2023 minimal base has no findutils):
+# One layer, so the files removed at the end never reach the image. Only sh and the runtime's python3
+# and pip are used, so nothing depends on which utilities the minimal Amazon Linux 2023 base ships:
 # 1. torch alone from the CPU index, at the version requirements.txt pins (one place to change it);
 # 2. the serving requirements from PyPI: pip sees torch==X satisfied by the installed X+cpu and leaves it;
 # 3. fail the build if a CUDA torch got in anyway;
@@ -23,16 +23,16 @@ COPY requirements.txt ${LAMBDA_TASK_ROOT}/
 #    binaries and libraries: ~190 MB). bin/torch_shm_manager stays: `import torch` checks it exists.
 RUN set -eux; \
     cd "${LAMBDA_TASK_ROOT}"; \
-    torch_req="$(python -c 'import re; print(re.search(r"^torch==[^\s;#]+", open("requirements.txt").read(), re.M)[0])')"; \
-    python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${torch_req}"; \
-    python -m pip install --no-cache-dir -r requirements.txt; \
-    python -c "import torch; assert torch.version.cuda is None, 'CUDA build of torch: ' + torch.__version__"; \
-    python -c "import glob, os, shutil, importlib.util; \
+    torch_req="$(python3 -c 'import re; print(re.search(r"^torch==[^\s;#]+", open("requirements.txt").read(), re.M)[0])')"; \
+    python3 -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "${torch_req}"; \
+    python3 -m pip install --no-cache-dir -r requirements.txt; \
+    python3 -c "import torch; assert torch.version.cuda is None, 'CUDA build of torch: ' + torch.__version__"; \
+    python3 -c "import glob, os, shutil, importlib.util; \
 torch_dir = importlib.util.find_spec('torch').submodule_search_locations[0]; \
 [shutil.rmtree(os.path.join(torch_dir, d)) for d in ('include', 'share', 'test') if os.path.isdir(os.path.join(torch_dir, d))]; \
 junk = glob.glob(os.path.join(torch_dir, 'bin', '*')) + glob.glob(os.path.join(torch_dir, 'lib', 'lib*test*.so')); \
 [os.remove(f) for f in junk if os.path.isfile(f) and os.path.basename(f) != 'torch_shm_manager']"; \
-    python -c "import torch; torch.jit.script(torch.nn.Conv2d(3, 3, 1))(torch.zeros(1, 3, 4, 4))"
+    python3 -c "import torch; torch.jit.script(torch.nn.Conv2d(3, 3, 1))(torch.zeros(1, 3, 4, 4))"
 
 # Serving code only, exactly what handler.py imports (tests/test_deploy.py checks): not training/, not
 # model/ (the weights are TorchScript, which loads without the Python class definitions), and no weights:
@@ -43,7 +43,7 @@ COPY imgapi/ ${LAMBDA_TASK_ROOT}/imgapi/
 
 # /var/task is read-only on Lambda: compile now, or every cold start recompiles our modules in memory.
 # chmod: a checkout made under a strict umask would otherwise be unreadable to the user below.
-RUN python -m compileall -q "${LAMBDA_TASK_ROOT}" && chmod -R a+rX "${LAMBDA_TASK_ROOT}"
+RUN python3 -m compileall -q "${LAMBDA_TASK_ROOT}" && chmod -R a+rX "${LAMBDA_TASK_ROOT}"
 
 # Lambda runs the function as its own unprivileged user whatever this says; a local `docker run` should
 # not be root either. Everything above is world-readable, and only /tmp (MODEL_CACHE_DIR) is written.
