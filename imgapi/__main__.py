@@ -22,11 +22,32 @@ def serve(args, config):
     from imgapi.app import create_app
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = create_app(config)
+    _json_server_errors(config)
     host, port = args.host or config.host, args.port or config.port
     print(f"serving on http://{host}:{port}/ (weights: {config.model_bucket or config.weights_dir})", flush=True)
     # Threads wait for the bounded inference slots, so a burst queues briefly and then gets 503s.
     waitress_serve(app, host=host, port=port, threads=args.threads, channel_timeout=60,
                    max_request_body_size=config.max_upload_bytes + 64 * 1024, ident="imgapi")
+
+
+def _json_server_errors(config):
+    """Waitress answers some requests itself, before the app sees them (a Content-Length over its
+    body limit, a malformed request): give those the API's JSON error shape too, not text/plain."""
+    import json
+
+    from waitress import utilities
+
+    def to_response(self, ident=None):
+        if self.code == 413:
+            code = "upload_too_large"
+            message = f"the request body is over the limit of {config.max_upload_bytes} bytes"
+        else:
+            code, message = self.reason.lower().replace(" ", "_"), f"{self.reason}: {self.body}"
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json"),
+                                              ("X-Content-Type-Options", "nosniff")], body
+
+    utilities.Error.to_response = to_response
 
 
 def batch(args, config):
