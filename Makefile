@@ -11,6 +11,9 @@ STYLE_MINUTES ?= 3
 STYLES ?= starry_night autumn elephants safe_landing
 STAGE ?= dev
 REGION ?= us-east-1
+SLS := npx --no-install sls
+SLS_ARGS ?=
+STACK = imgapi-$(STAGE)
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval cli-example \
@@ -70,20 +73,24 @@ eval: $(VENV)/.installed
 ## Package the Lambda stack offline into .serverless/ (prebuilt image URI, no Docker or AWS)
 package:
 	bash .ci/install-node.sh
-	npx sls package --stage ci
+	$(SLS) package --stage ci
 
-## Deploy to AWS: builds and pushes the image, creates the stack (needs Docker and credentials)
-deploy:
+## Deploy to AWS, then upload the weights (Docker + credentials; STAGE, REGION, SLS_ARGS='--param=memory=3008')
+deploy: $(VENV)/.installed
+	@test "$(STAGE)" != ci || { echo "stage ci only packages offline; deploy another STAGE"; exit 1; }
 	bash .ci/install-node.sh
-	npx sls deploy --stage $(STAGE) --region $(REGION)
+	$(SLS) deploy --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
+	$(MAKE) upload-weights
 
-## Upload weights/ and its manifest to the models bucket (skips files whose sha256 matches)
+## Upload weights/ and its manifest to the stack's models bucket (skips files whose sha256 matches)
 upload-weights: $(VENV)/.installed
-	$(PY) -m tools.upload_weights --stack imgapi-$(STAGE) --region $(REGION)
+	$(PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
 
-## Remove the deployed stack
-destroy:
-	npx sls remove --stage $(STAGE) --region $(REGION)
+## Delete the deployment: empty its buckets, then remove the stack and its ECR repository
+destroy: $(VENV)/.installed
+	bash .ci/install-node.sh
+	$(PY) -m tools.upload_weights --stack $(STACK) --region $(REGION) --empty-buckets
+	$(SLS) remove --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
 
 ## Remove caches and test artefacts (keeps .venv, data/ and weights/)
 clean:
