@@ -178,7 +178,9 @@ async function loadHealth() {
       ? limits.max_response_bytes : 0;
     const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
     const ready = body.status === "ok";
-    setApiState(ready ? "ok" : "warn", ready ? "API ready" : `API status: ${body.status}`);
+    // A custom API is named, so that a link with ?api= cannot quietly send images elsewhere.
+    const where = state.apiBaseCustom ? ` · ${new URL(state.apiBase).host}` : "";
+    setApiState(ready ? "ok" : "warn", (ready ? "API ready" : `API status: ${body.status}`) + where);
     el.apiState.title = models.length ? `${models.length} models known to the server` : "";
     if (!state.styles.length && el.gallery.querySelector(".is-error")) loadStyles(); // it has recovered
   } catch (err) {
@@ -312,8 +314,7 @@ async function useFile(file, origin) {
   if (state.oversized) { URL.revokeObjectURL(state.oversized.url); state.oversized = null; }
   const name = origin === "paste" && (!file.name || /^image\.\w+$/.test(file.name))
     ? `pasted${(file.name.match(/\.\w+$/) || [".png"])[0]}` : (file.name || "image");
-  const looksLikeImage = ACCEPTED_TYPES.includes(file.type) || (!file.type && ACCEPTED_EXT.test(name)) ||
-    ACCEPTED_EXT.test(name);
+  const looksLikeImage = ACCEPTED_TYPES.includes(file.type) || ACCEPTED_EXT.test(name);
   if (!looksLikeImage) {
     showSourceNotice(`“${name}” is not an image the API accepts (${fileKind(file)}). ` +
       "Use PNG, JPEG, WebP, BMP, TIFF or GIF.");
@@ -661,7 +662,7 @@ function cancelRequest() {
     state.controller.abort();
     state.controller = null;
     stopBusy();
-    el.status.textContent = "Cancelled. Nothing was sent back.";
+    el.status.textContent = "Cancelled.";
   }
 }
 
