@@ -10,6 +10,7 @@ PyPI ``playwright``; ``playwright install`` is never needed. Screenshots at desk
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -320,6 +321,31 @@ def test_stylize_with_a_style_chosen_from_the_gallery(desktop, base_url, tmp_pat
     download.save_as(saved)
     with Image.open(saved) as im:
         assert im.format == "PNG" and im.size == (96, 64)
+
+
+def test_an_image_can_be_dropped_or_pasted(desktop, tmp_path):
+    page = desktop
+    png = _photo(tmp_path / "dropped.png", (30, 20)).read_bytes()
+    send = """([event, b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], name, { type: "image/png" }));
+        const target = event === "paste" ? document : document.getElementById("dropzone");
+        const ev = event === "paste"
+            ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true })
+            : new DragEvent(event, { dataTransfer: data, bubbles: true, cancelable: true });
+        target.dispatchEvent(ev);
+    }"""
+    b64 = base64.b64encode(png).decode()
+    page.evaluate(send, ["dragenter", b64, "dropped.png"])
+    sync_api.expect(page.locator(".drop-overlay")).to_be_visible()
+    page.evaluate(send, ["drop", b64, "dropped.png"])
+    sync_api.expect(page.locator(".drop-overlay")).to_be_hidden()
+    sync_api.expect(page.locator("#source-name")).to_have_text("dropped.png")
+    sync_api.expect(page.locator("#source-meta")).to_contain_text("30 × 20 px")
+    page.evaluate(send, ["paste", b64, "image.png"])  # what a browser calls a pasted screenshot
+    sync_api.expect(page.locator("#source-name")).to_have_text("pasted.png")
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
 
 
 def test_oversize_file_and_too_many_pixels_are_refused_before_sending(desktop, limits, tmp_path):

@@ -12,6 +12,7 @@ const API_STORAGE_KEY = "imgapi.apiBase";
 const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/gif"];
 const ACCEPTED_EXT = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
 const TIFF = /(\.tiff?$)|(^image\/tiff$)/i;
+const MOD_KEY = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent) ? "⌘" : "Ctrl";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -494,7 +495,7 @@ function validate() {
       problem = state.styles.length ? "Pick a style." : "No style available yet.";
     } else if (s.width) {
       const [w, h] = resultSize(t, s);
-      hint = `Result: ${fmtInt(w)} × ${fmtInt(h)} px · Ctrl+Enter runs it`;
+      hint = `Result: ${fmtInt(w)} × ${fmtInt(h)} px` + (matchMedia("(pointer: fine)").matches ? ` · ${MOD_KEY}+Enter runs it` : "");
     }
   }
   el.run.disabled = busy || !!problem;
@@ -683,7 +684,9 @@ function startBusy(text, started) {
   state.timer = setInterval(tick, 100);
   // On a phone the result area is below the controls: bring it into view so the progress is seen.
   const rect = el.stage.getBoundingClientRect();
-  if (rect.top > window.innerHeight || rect.bottom < 0) el.stage.scrollIntoView({ behavior: "smooth", block: "center" });
+  if (rect.top > window.innerHeight || rect.bottom < 0) el.stage.scrollIntoView({
+    behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "center",
+  });
   el.busyCancel.focus({ preventScroll: true });
 }
 
@@ -923,7 +926,7 @@ function reconnect(base) {
   loadStyles();
 }
 
-if (/Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent)) $("paste-key").textContent = "⌘";
+$("paste-key").textContent = MOD_KEY;
 wire();
 resolveApiBase();
 renderLimitsHint();
