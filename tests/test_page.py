@@ -306,7 +306,12 @@ def test_stylize_with_a_style_chosen_from_the_gallery(desktop, base_url, tmp_pat
     for _ in range(4):
         page.keyboard.press("ArrowLeft")
     sync_api.expect(page.locator("#strength-out")).to_have_text("80%")
-    page.click("#run-button")
+    page.select_option("#max-side", "768")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/stylize")) as sent:
+        page.click("#run-button")
+    body = sent.value.post_data_buffer
+    for field, value in (("style", chosen["name"]), ("strength", "0.80"), ("max_side", "768")):
+        assert f'name="{field}"\r\n\r\n{value}\r\n'.encode() in body, f"{field}={value} was not sent"
     _wait_done(page)
 
     assert _natural_size(page) == (96, 64)

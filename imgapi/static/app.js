@@ -7,7 +7,6 @@ const DEFAULT_LIMITS = Object.freeze({
   max_upscale_pixels: 512 * 512,
   max_stylize_pixels: 4096 * 4096,
 });
-const STYLIZE_MAX_SIDE = 1024; // the API's default max_side
 const API_STORAGE_KEY = "imgapi.apiBase";
 const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp", "image/bmp", "image/x-ms-bmp", "image/tiff", "image/gif"];
 const ACCEPTED_EXT = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
@@ -24,7 +23,7 @@ const el = {
   viewport: $("viewport"), zoom: $("zoom"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
   taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
   upscaleOptions: $("upscale-options"), stylizeOptions: $("stylize-options"), upscaleHint: $("upscale-size-hint"),
-  gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
+  maxSide: $("max-side"), gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
   run: $("run-button"), cancel: $("cancel-button"), runHint: $("run-hint"),
   stage: $("stage"), stageEmpty: $("stage-empty"), frame: $("frame"), before: $("before-img"), after: $("after-img"),
   tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"), compare: $("compare"),
@@ -175,6 +174,14 @@ async function loadHealth() {
       if (Number.isFinite(limits[key]) && limits[key] > 0) state.limits[key] = limits[key];
     }
     // Without a result bucket, a result over the response cap (AWS Lambda: 6 MB) is refused; say so first.
+    // Offer only the working sizes the server allows (max_side up to max_side_limit).
+    if (Number.isFinite(limits.max_side_limit)) {
+      for (const option of el.maxSide.options) option.disabled = Number(option.value) > limits.max_side_limit;
+      if (el.maxSide.selectedOptions[0]?.disabled) {
+        const allowed = Array.from(el.maxSide.options).filter((o) => !o.disabled);
+        if (allowed.length) el.maxSide.value = allowed[allowed.length - 1].value;
+      }
+    }
     state.limits.max_response_bytes = !limits.result_bucket && Number.isFinite(limits.max_response_bytes)
       ? limits.max_response_bytes : 0;
     const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
@@ -436,8 +443,10 @@ const task = () => (el.taskStylize.checked ? "stylize" : "upscale");
 const model = () => document.querySelector('input[name="model"]:checked')?.value || "srgan";
 const scale = () => Number(document.querySelector('input[name="scale"]:checked')?.value || 4);
 
+const maxSide = () => Number(el.maxSide.value) || 1024;
+
 function stylizeSize(w, h) {
-  const f = Math.min(1, STYLIZE_MAX_SIDE / Math.max(w, h));
+  const f = Math.min(1, maxSide() / Math.max(w, h));
   return [Math.round(w * f), Math.round(h * f)];
 }
 
@@ -586,6 +595,7 @@ function buildForm(t, s) {
     form.append("style", selectedStyleName());
     form.append("strength", Number(el.strength.value).toFixed(2));
     form.append("preserve_color", el.preserve.checked ? "true" : "false");
+    form.append("max_side", String(maxSide()));
   }
   return form;
 }
@@ -870,6 +880,7 @@ function wire() {
     input.addEventListener("change", validate);
   }
   el.strength.addEventListener("input", validate);
+  el.maxSide.addEventListener("change", validate);
   el.shrink.addEventListener("click", () => useSmallerCopy(state.source)
     .catch((err) => showSourceNotice(`Could not shrink it: ${err.message}.`)));
   el.sourceFix.addEventListener("click", () => state.oversized && useSmallerCopy(state.oversized)
