@@ -488,7 +488,8 @@ function validate() {
     const pixels = s.width * s.height;
     if (pixels > limit) {
       el.limitText.textContent = `This image is ${fmtInt(s.width)} × ${fmtInt(s.height)} = ${fmtInt(pixels)} pixels; ` +
-        `${t === "upscale" ? "upscaling" : "stylizing"} accepts at most ${fmtPixels(limit)}.`;
+        `${t === "upscale" ? "upscaling" : "stylizing"} accepts at most ${fmtPixels(limit)}.` +
+        (t === "upscale" && pixels <= state.limits.max_stylize_pixels ? " Stylize takes it as it is." : "");
       el.limitNotice.hidden = false;
       el.shrink.hidden = !s.url;
       problem = "Too many pixels for this task: shrink the image or pick another.";
