@@ -105,12 +105,17 @@ class ModelStore:
 
     def _download(self, key, dest):
         """Download ``key`` to ``dest`` atomically: a temp file in the same folder, then rename."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        tmp = None
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
             with os.fdopen(fd, "wb") as f:
                 self._client().download_fileobj(self.config.model_bucket, key, f)
             os.replace(tmp, dest)
+        except (ConnectionError, TimeoutError) as exc:  # OSErrors of the network, not of the disk
+            raise unavailable("model_store_unreachable",
+                              f"s3://{self.config.model_bucket}/{key} could not be downloaded "
+                              f"({type(exc).__name__}).") from None
         except OSError as exc:
             raise unavailable("model_cache_unwritable",
                               f"the model cache {dest.parent} could not be written ({exc.strerror}).") from None
@@ -119,7 +124,7 @@ class ModelStore:
                               f"s3://{self.config.model_bucket}/{key} could not be downloaded "
                               f"({type(exc).__name__}).") from None
         finally:
-            if os.path.exists(tmp):
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
 
     def file(self, relpath, sha256=None):
