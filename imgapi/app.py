@@ -152,7 +152,8 @@ def create_app(config=None, store=None):
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-Id") or _lambda_request_id() or uuid.uuid4().hex
+        # A client's id is logged, so it is bounded; json.dumps keeps it on one line.
+        g.request_id = (request.headers.get("X-Request-Id") or _lambda_request_id() or uuid.uuid4().hex)[:128]
         g.bytes_out = 0
 
     @app.get("/")

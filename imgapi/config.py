@@ -25,7 +25,7 @@ class Config:
     weights_dir: Path = ROOT / "weights"
     model_bucket: str = ""
     model_prefix: str = "weights/"
-    model_cache_dir: Path = Path("/tmp/models")
+    model_cache_dir: Path = Path("/tmp/models")  # Lambda's only writable folder, see SECURITY.md  # nosec B108
     result_bucket: str = ""
     result_prefix: str = "results/"
     result_url_expires: int = 3600

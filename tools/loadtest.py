@@ -210,6 +210,7 @@ def drive(port, pid, jobs, clients, time_cap_s, timeout_s=120):
     lock = threading.Lock()
     results, it = [], iter(jobs)
     peak = {"rss": 0, "hwm": 0}
+    timeline = []  # (seconds since start, VmRSS KiB)
     stop = threading.Event()
     deadline = time.monotonic() + time_cap_s
 
@@ -217,6 +218,7 @@ def drive(port, pid, jobs, clients, time_cap_s, timeout_s=120):
         while not stop.is_set():
             m = memory_kib(pid)
             peak["rss"], peak["hwm"] = max(peak["rss"], m.get("rss", 0)), max(peak["hwm"], m.get("hwm", 0))
+            timeline.append((time.perf_counter() - t0, m.get("rss", 0)))
             stop.wait(0.1)
 
     def worker():
@@ -236,8 +238,8 @@ def drive(port, pid, jobs, clients, time_cap_s, timeout_s=120):
                 results.append((job["kind"], status, time.perf_counter() - t0, wrong))
 
     mem_start = memory_kib(pid)
-    threading.Thread(target=sampler, daemon=True).start()
     t0 = time.perf_counter()
+    threading.Thread(target=sampler, daemon=True).start()
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -250,9 +252,11 @@ def drive(port, pid, jobs, clients, time_cap_s, timeout_s=120):
     for kind in sorted({r[0] for r in results}):
         rs = [r for r in results if r[0] == kind]
         ok = [r[2] for r in rs if r[1] is not None and r[1] != 503 and r[3] is None]
+        busy = [r[2] for r in rs if r[1] == 503 and r[3] is None]
         per_kind[kind] = {"sent": len(rs), "answered_ok": len(ok), "busy_503": sum(r[1] == 503 for r in rs),
                           "wrong": sum(r[3] is not None for r in rs),
-                          "p50_ms": _percentile(ok, 0.5), "p95_ms": _percentile(ok, 0.95)}
+                          "p50_ms": _percentile(ok, 0.5), "p95_ms": _percentile(ok, 0.95),
+                          "busy_p95_ms": _percentile(busy, 0.95)}
     statuses = {}
     for r in results:
         statuses[str(r[1])] = statuses.get(str(r[1]), 0) + 1
@@ -263,10 +267,22 @@ def drive(port, pid, jobs, clients, time_cap_s, timeout_s=120):
         "ok_rps": round(sum(k["answered_ok"] for k in per_kind.values()) / wall, 2) if wall else None,
         "statuses": statuses, "busy_503": statuses.get("503", 0), "wrong": len(wrong),
         "wrong_examples": wrong[:10], "per_kind": per_kind,
-        "rss_start_mib": round(mem_start.get("rss", 0) / 1024, 1), "rss_end_mib": round(mem_end.get("rss", 0) / 1024, 1),
-        "rss_peak_sampled_mib": round(peak["rss"] / 1024, 1),
+        "rss_start_mib": mib(mem_start.get("rss", 0)), "rss_end_mib": mib(mem_end.get("rss", 0)),
+        "rss_peak_sampled_mib": mib(peak["rss"]),
+        "rss_timeline_mib": [mib(r) for _, r in _quarters(timeline, wall)] + [mib(mem_end.get("rss", 0))],
         "vmhwm_mib": round(max(peak["hwm"], mem_end.get("hwm", 0)) / 1024, 1),
     }
+
+
+def mib(kib):
+    return round(kib / 1024, 1)
+
+
+def _quarters(timeline, wall):
+    """The samples of ``timeline`` nearest to 0, 25, 50 and 75 % of ``wall``."""
+    if not timeline:
+        return []
+    return [min(timeline, key=lambda s: abs(s[0] - q * wall)) for q in (0, 0.25, 0.5, 0.75)]
 
 
 def styles_of(weights_dir):
@@ -279,12 +295,14 @@ def markdown(report, settings):
              f"{report['requests']} requests from {report['clients']} clients in {report['wall_s']} s: "
              f"{report['throughput_rps']} req/s ({report['ok_rps']} req/s answered without a 503); "
              f"wrong answers: {report['wrong']}; 503 busy: {report['busy_503']}; statuses: {report['statuses']}", "",
-             "| kind | sent | ok | 503 busy | wrong | p50 ms | p95 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| kind | sent | ok | wrong | p50 ms | p95 ms | 503 busy | 503 p95 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for kind, k in report["per_kind"].items():
-        lines.append(f"| {kind} | {k['sent']} | {k['answered_ok']} | {k['busy_503']} | {k['wrong']} | "
-                     f"{k['p50_ms']} | {k['p95_ms']} |")
+        lines.append(f"| {kind} | {k['sent']} | {k['answered_ok']} | {k['wrong']} | {k['p50_ms']} | "
+                     f"{k['p95_ms']} | {k['busy_503']} | {k['busy_p95_ms'] or '-'} |")
     lines += ["", f"server memory: RSS {report['rss_start_mib']} MiB after warm-up, {report['rss_end_mib']} MiB "
-                  f"at the end, peak {report['vmhwm_mib']} MiB (VmHWM)"]
+                  f"at the end, peak {report['vmhwm_mib']} MiB (VmHWM); at 0/25/50/75/100 % of the run: "
+                  f"{' / '.join(map(str, report['rss_timeline_mib']))} MiB"]
     return "\n".join(lines)
 
 
