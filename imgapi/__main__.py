@@ -26,7 +26,9 @@ def serve(args, config):
     host, port = args.host or config.host, args.port or config.port
     print(f"serving on http://{host}:{port}/ (weights: {config.model_bucket or config.weights_dir})", flush=True)
     # Threads wait for the bounded inference slots, so a burst queues briefly and then gets 503s.
-    waitress_serve(app, host=host, port=port, threads=args.threads, channel_timeout=60,
+    # Two threads more than can run or wait for inference stay free for /health, the page and errors.
+    threads = max(args.threads, config.max_concurrent + config.max_queue + 2)
+    waitress_serve(app, host=host, port=port, threads=threads, channel_timeout=60,
                    max_request_body_size=config.max_upload_bytes + 64 * 1024, ident="imgapi")
 
 

@@ -99,6 +99,7 @@ def create_app(config=None, store=None):
     store = store or ModelStore(config)
     torch.set_num_threads(config.torch_threads)
     slots = threading.BoundedSemaphore(config.max_concurrent)
+    waiting, waiting_lock = [0], threading.Lock()  # requests waiting for a slot
 
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + 64 * 1024  # multipart overhead
@@ -122,9 +123,23 @@ def create_app(config=None, store=None):
                            "result bucket is configured; send a smaller image or a smaller scale")
 
     def run(fn):
-        if not slots.acquire(timeout=config.queue_timeout_s):
-            raise unavailable("busy", f"all {config.max_concurrent} inference slots stayed busy for "
-                                      f"{config.queue_timeout_s:g} s.", retry_after=2)
+        # At most max_queue requests wait for a slot, each at most queue_timeout_s: beyond that a burst
+        # gets a quick 503 and leaves the server's threads free for cheap requests (/health, errors).
+        if not slots.acquire(blocking=False):
+            with waiting_lock:
+                full = waiting[0] >= config.max_queue
+                waiting[0] += 0 if full else 1
+            if full:
+                raise unavailable("busy", f"all {config.max_concurrent} inference slots are busy and "
+                                          f"{config.max_queue} requests are already waiting.", retry_after=2)
+            try:
+                got = slots.acquire(timeout=config.queue_timeout_s)
+            finally:
+                with waiting_lock:
+                    waiting[0] -= 1
+            if not got:
+                raise unavailable("busy", f"all {config.max_concurrent} inference slots stayed busy for "
+                                          f"{config.queue_timeout_s:g} s.", retry_after=2)
         try:
             return fn()
         finally:

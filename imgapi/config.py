@@ -43,6 +43,8 @@ class Config:
     torch_threads: int = field(default_factory=_cpus)
     max_concurrent: int = 1
     queue_timeout_s: float = 20.0
+    # Requests that may wait for a slot at once; more get a quick 503 (waitress has 8 threads by default).
+    max_queue: int = 4
     cors_origins: tuple = ()
     host: str = "127.0.0.1"
     port: int = 8000
@@ -81,6 +83,7 @@ class Config:
             torch_threads=get("TORCH_THREADS", d.torch_threads, int),
             max_concurrent=get("MAX_CONCURRENT", d.max_concurrent, int),
             queue_timeout_s=get("QUEUE_TIMEOUT_S", d.queue_timeout_s, float),
+            max_queue=get("MAX_QUEUE", d.max_queue, int),
             cors_origins=tuple(o.strip() for o in get("CORS_ORIGINS", "").split(",") if o.strip()),
             host=get("HOST", d.host),
             port=get("PORT", d.port, int),

@@ -59,3 +59,27 @@ def test_burst_beyond_capacity_gets_quick_503s(tiny_weights):
     # Busy answers come right after the 0.25 s queue wait (about 0.3 s measured), not after the ~1 s
     # inferences ahead of them; piled up, the last would wait about 6 s. 2 s of slack for a shared CPU.
     assert max(r[1] for r in busy) < 0.25 + 2.0, [round(r[1], 2) for r in busy]
+
+
+def test_health_answers_at_once_while_inference_is_saturated(tiny_weights):
+    """Twelve slow requests at once with one slot and MAX_QUEUE=2: three are served, the rest get a
+    503 at once, and /health answers without waiting for any of them."""
+    env = {"WEIGHTS_DIR": str(tiny_weights), "MAX_CONCURRENT": "1", "QUEUE_TIMEOUT_S": "30", "MAX_QUEUE": "2",
+           "MAX_UPSCALE_PIXELS": str(160 * 160), "MAX_UPLOAD_BYTES": "2000000"}
+    body, ctype = multipart([("image", ("big.png", png_bytes(160, 160), "image/png"))])
+    headers = {"Content-Type": ctype, "Accept": "image/png"}
+    with Server(env, threads=4) as server:  # the server raises its threads to 1 + 2 + 2 = 5 at least
+        assert request(server.port, "POST", "/upscale", body, headers, timeout=60)[0] == 200
+        statuses = []
+        threads = [threading.Thread(target=lambda: statuses.append(
+            request(server.port, "POST", "/upscale", body, headers, timeout=120)[0])) for _ in range(12)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        assert request(server.port, "GET", "/health", timeout=60)[0] == 200
+        health_s = time.perf_counter() - t0
+        for t in threads:
+            t.join()
+    assert statuses.count(503) >= 6 and statuses.count(200) >= 3, statuses
+    assert health_s < 2.0, health_s  # ~0.01 s measured; piled up behind inference it took ~5 s
