@@ -178,6 +178,12 @@ def corrupt_icc_jpeg():
     return encode(photo(12, 10), "JPEG", icc_profile=b"\x00\x00\x01\x00not an icc profile" * 8)
 
 
+def png_chunk_bomb(kind):
+    """A small PNG with a ``zTXt`` or ``iCCP`` chunk that inflates to 64 MiB (about 64 KB compressed)."""
+    bomb = zlib.compress(b"\x00" * (64 << 20), 9)
+    return _png_with_chunk(png_bytes(12, 10), kind, b"bomb\x00\x00" + bomb)
+
+
 def bad_crc_png():
     data = bytearray(png_bytes(12, 10))
     data[8 + 8 + 13] ^= 0xFF  # IHDR's CRC
@@ -238,6 +244,8 @@ def build(max_upload_bytes=200_000, max_upscale_pixels=64 * 64, style="mosaic"):
     upload("bomb_bmp", bmp_with_size(100_000, 100_000), 413, "too_many_pixels", "b.bmp", "image/bmp")
     upload("bomb_webp_16383_square", webp_with_size(16383, 16383), 413, "too_many_pixels", "b.webp",
            "image/webp")
+    upload("png_ztxt_bomb", png_chunk_bomb(b"zTXt"), 415, "invalid_image")
+    upload("png_iccp_bomb", png_chunk_bomb(b"iCCP"), 415, "invalid_image")
     upload("over_route_pixel_limit", png_header_only(side + 1, side), 413, "too_many_pixels")
 
     # Unusual but valid images: the contract says they succeed.
