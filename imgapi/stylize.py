@@ -1,0 +1,76 @@
+"""Fast neural style transfer inference: one PIL image in, one PIL image out.
+
+Tensor contract of the style modules (``weights/style_<name>.pt``, TorchScript traced from
+``model.transformer_net.TransformerNet``): input ``(1, 3, H, W)`` float32 RGB in [0, 1], any H, W >= 1;
+output the same shape, RGB in [0, 1] (clamped). Padding to the network's multiple of 4 and cropping back
+happen inside the module, so any size works without distortion.
+"""
+import numpy as np
+import torch
+from PIL import Image
+
+# ITU-R BT.601 full-range (JFIF) RGB <-> YCbCr, on values in [0, 1] with Cb, Cr centred on 0.
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
+
+
+def rgb_to_ycbcr(rgb):
+    """(H, W, 3) float RGB in [0, 1] -> (H, W, 3) Y in [0, 1], Cb and Cr in [-0.5, 0.5] (BT.601 full range)."""
+    return rgb @ _RGB_TO_YCBCR.T
+
+
+def ycbcr_to_rgb(ycc):
+    """Inverse of :func:`rgb_to_ycbcr`; the result is not clipped."""
+    return ycc @ _YCBCR_TO_RGB.T
+
+
+def shrink_to(rgb, max_side):
+    """Return ``rgb`` resized (Lanczos, aspect kept) so that its longest side is at most ``max_side`` pixels."""
+    w, h = rgb.size
+    if max(w, h) <= max_side:
+        return rgb
+    scale = max_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return rgb.resize(size, Image.LANCZOS)
+
+
+def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
+    """Restyle an image with a style module.
+
+    ``module``: a style network following the tensor contract in this module's docstring.
+    ``rgb``: PIL image in mode ``"RGB"`` (8-bit sRGB), EXIF orientation already applied; alpha is the caller's.
+    ``strength``: 0.0 to 1.0, linear blend in sRGB of the (shrunk) original (0) and the stylized image (1).
+    ``preserve_color``: keep the original's chroma (Cb, Cr of BT.601 YCbCr) and take only the stylized
+    luminance, so the style contributes texture but not its palette.
+    ``max_side``: longest side in pixels the image is stylized at; larger inputs are shrunk first (Lanczos,
+    aspect kept). The result has the shrunk size.
+
+    Returns an ``"RGB"`` PIL image. Raises ``ValueError`` for values outside these ranges.
+    """
+    if rgb.mode != "RGB":
+        raise ValueError(f"image mode {rgb.mode!r} is not supported. Supported modes: 'RGB'")
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength {strength} is out of range. Allowed: 0.0 to 1.0")
+    if int(max_side) < 1:
+        raise ValueError(f"max_side {max_side} is out of range. Allowed: an integer >= 1")
+    rgb = shrink_to(rgb, int(max_side))
+    original = np.asarray(rgb, dtype=np.float32) / 255.0
+    if strength == 0.0:
+        return rgb.copy()
+
+    x = torch.from_numpy(original).permute(2, 0, 1).unsqueeze(0).contiguous()
+    with torch.inference_mode():
+        y = module(x)
+    if tuple(y.shape) != tuple(x.shape):
+        raise RuntimeError(f"style module returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+    styled = y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+
+    if preserve_color:
+        ycc = rgb_to_ycbcr(original)
+        ycc[..., 0] = rgb_to_ycbcr(styled)[..., 0]
+        styled = ycbcr_to_rgb(ycc)
+    out = strength * styled + (1.0 - strength) * original
+    return Image.fromarray(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), "RGB")

