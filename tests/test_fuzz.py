@@ -14,7 +14,7 @@ from imgapi.config import Config
 from tests.corpus import multipart
 from tests.helpers import png_bytes
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FORMATS = {"PNG": "L RGB RGBA P LA I;16", "JPEG": "L RGB CMYK", "GIF": "P L", "WEBP": "RGB RGBA",
            "BMP": "RGB L P", "TIFF": "L RGB RGBA CMYK I;16 F"}

@@ -307,7 +307,7 @@ def markdown(report, settings):
 
 
 def run(clients=8, requests=120, time_cap_s=120.0, max_concurrent=1, queue_timeout_s=20.0, size=32,
-        weights_dir=None, threads=8, env=None, seed=0):
+        weights_dir=None, threads=8, env=None, seed=0, max_queue=None):
     """Start the server, warm it up (one request per kind, so models are loaded before RSS is read),
     drive it, stop it. Returns ``(report, settings)``."""
     tmp = None
@@ -321,10 +321,13 @@ def run(clients=8, requests=120, time_cap_s=120.0, max_concurrent=1, queue_timeo
             write_weights(weights_dir)
     styles = styles_of(weights_dir)
     settings = (f"clients={clients} requests={requests} MAX_CONCURRENT={max_concurrent} "
-                f"QUEUE_TIMEOUT_S={queue_timeout_s:g} image~{size}px weights={weights_dir}"
+                f"MAX_QUEUE={max_queue or 'default'} QUEUE_TIMEOUT_S={queue_timeout_s:g} image~{size}px "
+                f"weights={weights_dir}"
                 + (" (tiny test networks)" if tmp else ""))
     server_env = {"WEIGHTS_DIR": str(weights_dir), "MAX_CONCURRENT": str(max_concurrent),
                   "QUEUE_TIMEOUT_S": str(queue_timeout_s), "MODEL_BUCKET": "", **(env or {})}
+    if max_queue is not None:
+        server_env["MAX_QUEUE"] = str(max_queue)
     try:
         with Server(server_env, threads=threads) as server:
             warm = list({j["kind"]: j for j in make_jobs(6, size, styles, seed + 1)}.values())
@@ -346,13 +349,14 @@ def main(argv=None):
     p.add_argument("--time-cap", type=float, default=120.0, help="stop sending after this many seconds")
     p.add_argument("--max-concurrent", type=int, default=1, help="server's MAX_CONCURRENT (default 1)")
     p.add_argument("--queue-timeout", type=float, default=20.0, help="server's QUEUE_TIMEOUT_S (default 20)")
+    p.add_argument("--max-queue", type=int, help="server's MAX_QUEUE (default: the server's, 4)")
     p.add_argument("--size", type=int, default=32, help="side of the test images in pixels (default 32)")
     p.add_argument("--threads", type=int, default=8, help="waitress threads (default 8)")
     p.add_argument("--weights", type=Path, help="weights folder (default weights/, else tiny test networks)")
     p.add_argument("--json", type=Path, help="also write the JSON report here")
     a = p.parse_args(argv)
     report, settings = run(a.clients, a.requests, a.time_cap, a.max_concurrent, a.queue_timeout, a.size,
-                           a.weights, a.threads)
+                           a.weights, a.threads, max_queue=a.max_queue)
     report["settings"] = settings
     text = json.dumps(report, indent=2)
     if a.json:
