@@ -257,8 +257,11 @@ def create_app(config=None, store=None):
         if err.code == 405:
             allowed = ", ".join(sorted(m for m in (err.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
             msg = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
-        elif err.code == 413:
+        elif err.code == 413 and (request.content_length or 1 << 62) > app.config["MAX_CONTENT_LENGTH"]:
             code, msg = "upload_too_large", f"the request body is over the limit of {config.max_upload_bytes} bytes"
+        elif err.code == 413:  # werkzeug's multipart limits, on a body of an allowed size
+            code, msg = "form_too_large", (f"the form has too many fields (at most {app.config['MAX_FORM_PARTS']}) "
+                                           f"or a text field over {app.config['MAX_FORM_MEMORY_SIZE']} bytes")
         elif err.code == 404:
             msg = f"no route {request.path}; routes: GET /, POST /upscale, POST /stylize, GET /styles, GET /health"
         resp = _error_response(ApiError(err.code, code, msg))

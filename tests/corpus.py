@@ -276,6 +276,8 @@ def build(max_upload_bytes=200_000, max_upscale_pixels=64 * 64, style="mosaic"):
     cases.append(Case("multipart_without_boundary", body, "multipart/form-data", 400, "missing_image"))
     cases.append(Case("multipart_unterminated", body[: len(body) // 2], "multipart/form-data; boundary=the-real-one",
                       400))
+    fields("too_many_form_fields", [("image", ("p.png", good_png, "image/png"))]
+           + [(f"f{i}", "x") for i in range(1500)], 413, "form_too_large")
     fields("missing_image_field", [("model", "srgan")], 400, "missing_image")
     fields("image_field_as_text", [("image", "iVBORw0KGgo=")], 400, "missing_image")
     fields("duplicate_image_field", [("image", ("a.png", good_png, "image/png")),
