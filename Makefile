@@ -17,7 +17,7 @@ STACK = imgapi-$(STAGE)
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval cli-example \
-	package deploy upload-weights destroy clean
+	package deploy upload-weights destroy clean loadtest security
 
 ## List the targets
 help:
@@ -91,6 +91,14 @@ destroy: $(VENV)/.installed
 	bash .ci/install-node.sh
 	$(PY) -m tools.upload_weights --stack $(STACK) --region $(REGION) --empty-buckets
 	$(SLS) remove --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
+
+## Bounded load test of the local server on loopback (stops by itself; tiny nets if weights/ is empty)
+loadtest: $(VENV)/.installed
+	$(PY) -m tools.loadtest --clients 8 --requests 200 --max-concurrent 2
+
+## Security scans: bandit (fails at medium+) and pip-audit (SECURITY_STRICT=1 where CI has internet)
+security: $(VENV)/.installed
+	bash .ci/security.sh
 
 ## Remove caches and test artefacts (keeps .venv, data/ and weights/)
 clean:

@@ -21,7 +21,7 @@ class TinyStyle(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate")
 
     def forward(self, x):
         return torch.sigmoid(self.conv(x) * 3 - 1)
