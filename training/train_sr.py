@@ -109,10 +109,21 @@ def hardware(device):
 
 
 def export(net, path):
-    """Trace ``net`` on the CPU in eval mode to TorchScript at ``path``."""
+    """Trace ``net`` on the CPU in eval mode to TorchScript at ``path``, for fast CPU inference.
+
+    The traced copy has BatchNorm folded into the convolutions and its weights in channels_last, so
+    oneDNN runs every convolution in NHWC without reorders (about 2x faster on 2 cores, docs/performance.md).
+    ``net`` itself is left as it was (training goes on with it).
+    """
+    from torch.fx.experimental.optimization import fuse
     net = net.eval().cpu()
+    fast = fuse(net).to(memory_format=torch.channels_last)  # a folded copy
+    probe = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
-        traced = torch.jit.trace(net, torch.rand(1, 3, 32, 32), check_trace=False)
+        traced = torch.jit.trace(fast, probe, check_trace=False)
+        diff = (traced(probe) - net(probe)).abs().max().item()
+    if diff > 1 / 255:
+        raise RuntimeError(f"the folded network differs from the trained one by {diff:.3g} (> 1/255)")
     torch.jit.save(traced, str(path))
 
 

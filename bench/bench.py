@@ -1,0 +1,554 @@
+"""``make bench``: how fast the served networks run on this machine, against its limit and a peer.
+
+One run measures, at the thread count the server uses (``Config().torch_threads``):
+
+* the attainable peak: float32 matmul GFLOP/s (best of a few square sizes, median of repeats);
+* the SR network at 64, 128, 256 px inputs and the style network at 256, 512 px: latency, GFLOP/s with the
+  FLOPs counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions; norms, activations and the
+  bicubic skip count as zero), and the ratio to the peak;
+* the same networks exported to ONNX inside the benchmark (a temp dir, never shipped) and run by ONNX
+  Runtime, timed interleaved with ours on the same input: ours/theirs time ratio;
+* end to end through the app (Flask test client, multipart in, base64 PNG out) against the bare forward on
+  the same image, interleaved: the serving overhead;
+* cold start in a fresh interpreter: ``import torch``, importing and creating the app, loading the model
+  from the local folder and from a ``moto_server`` S3, the first and second inference;
+* peak RSS (``VmHWM``, a fresh interpreter per size) of an upscale through the tiled engine.
+
+Timings are medians over repeats after warm-up. The shipped weights (``weights/manifest.json``) are used
+when present; otherwise freshly built networks of the shipped shapes, traced the way the training pipeline
+traces them. The output says which. Writes ``bench/results/bench.json`` and ``docs/bench.md``.
+
+    python -m bench.bench            # the full run, about 3-5 minutes on 2 cores
+    python -m bench.bench --quick    # one repeat, small memory cases: checks that everything runs
+"""
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imgapi.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+SR_CASES = ((64, 10), (128, 5), (256, 3))  # (input side, repeats)
+STYLE_CASES = ((256, 10), (512, 5))
+RSS_SIZES = (256, 512, 1024)
+PHOTO = ROOT / "tests" / "data" / "sr_val" / "opencv_butterfly.png"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def median_ms(times):
+    return round(statistics.median(times) * 1000, 2)
+
+
+def interleaved(fns, reps, warmup=1):
+    """Run each callable of ``fns`` ``warmup`` times, then ``reps`` rounds of all of them in turn, so
+    that a change in machine load hits every contender alike. Returns ``{name: [seconds]}``."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def photo(side):
+    """A ``side`` x ``side`` RGB photo (a validation image resized), or a smooth synthetic one."""
+    if PHOTO.is_file():
+        with Image.open(PHOTO) as im:
+            im = im.convert("RGB")
+        s = min(im.size)
+        return im.crop((0, 0, s, s)).resize((side, side), Image.LANCZOS)
+    y, x = np.mgrid[0:side, 0:side] / side
+    a = np.stack([x, y, (x + y) / 2], -1) * 200 + np.random.default_rng(0).normal(0, 8, (side, side, 3))
+    return Image.fromarray(np.clip(a + 20, 0, 255).astype(np.uint8), "RGB")
+
+
+def to_input(img):
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the models under test ----------------------------------------------------------------------
+def prepare_weights(src_dir, dest):
+    """A weights folder in ``dest`` with one SR model (``srgan``) and one style (``style/bench``).
+
+    Each comes from the shipped files in ``src_dir`` when the manifest lists them, else is a fresh
+    network of the shipped shape traced as the training pipeline does. Returns ``{role: description}``.
+    """
+    from training.manifest import update_manifest
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        shipped = json.loads((src_dir / "manifest.json").read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        shipped = {}
+    sources = {}
+
+    def copy_shipped(role, names, target, entry_extra):
+        for name in names:
+            e = shipped.get(name)
+            if e and (src_dir / e["file"]).is_file():
+                shutil.copyfile(src_dir / e["file"], dest / target)
+                update_manifest(dest, role, dict(e, file=target, **entry_extra))
+                sources[role] = f"shipped {name} ({e['file']}, sha256 {e.get('sha256', '?')[:12]})"
+                return True
+        return False
+
+    sr_names = ["srgan", "srresnet"]
+    if not copy_shipped("srgan", sr_names, "srgan.pt", {}):
+        from model.srresnet import SRResNet
+        from training.train_sr import export
+        torch.manual_seed(0)
+        export(SRResNet(), dest / "srgan.pt")
+        update_manifest(dest, "srgan", dict(file="srgan.pt", kind="sr", scale=4))
+        sources["srgan"] = ("fresh SRResNet() (no shipped SR weights yet), traced by "
+                            "training.train_sr.export()")
+    style_names = sorted(n for n in shipped if n.startswith("style/"))
+    if not copy_shipped("style/bench", style_names, "style_bench.pt", {}):
+        from model.transformer_net import TransformerNet
+        torch.manual_seed(0)
+        net = TransformerNet().eval()
+        with torch.no_grad():  # as training/train_style.py traces
+            traced = torch.jit.trace(net, torch.rand(1, 3, 67, 93), check_trace=False)
+        traced.save(str(dest / "style_bench.pt"))
+        update_manifest(dest, "style/bench", dict(file="style_bench.pt", kind="style", title="bench"))
+        sources["style/bench"] = ("fresh TransformerNet() (no shipped style weights yet), traced as "
+                                  "training/train_style.py does")
+    return sources
+
+
+def count_flops(module, x, eager_factory=None):
+    """FLOPs of one forward of ``module`` on ``x``, counted by FlopCounterMode (convolutions, matmuls).
+
+    Some traced graphs (the style network's scripted padding helpers) do not run under the counting
+    mode; ``eager_factory()`` then gives the same network in eager form to count on.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    for candidate in (lambda: module, eager_factory):
+        if candidate is None:
+            continue
+        try:
+            counter = FlopCounterMode(display=False)
+            with counter, torch.inference_mode():
+                candidate()(x)
+            return int(counter.get_total_flops())
+        except RuntimeError:
+            continue
+    raise RuntimeError("could not count the FLOPs of the network")
+
+
+def eager_style(module):
+    """``TransformerNet`` with the shapes (and weights) of a traced style module."""
+    from model.transformer_net import TransformerNet
+    sd = module.state_dict()
+    c = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
+    net = TransformerNet(channels=c, residual_blocks=blocks).eval()
+    net.load_state_dict(sd, strict=True)
+    return net
+
+
+def onnx_session(module, path, threads, sample):
+    """Export ``module`` to ONNX at ``path`` (H, W dynamic) and open it in ONNX Runtime."""
+    import warnings
+
+    import onnxruntime as ort
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (sample,), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# -- sections -----------------------------------------------------------------------------------
+def bench_peak(quick):
+    """float32 matmul GFLOP/s: the best median over a few square sizes."""
+    rows = []
+    for n in (1024, 2048) if quick else (1024, 2048, 3072):
+        a, b, c = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
+        t = interleaved({"mm": lambda: torch.mm(a, b, out=c)}, 3 if quick else 10, warmup=2)["mm"]
+        rows.append({"n": n, "ms": median_ms(t), "gflops": round(2 * n ** 3 / statistics.median(t) / 1e9, 1)})
+    return {"sizes": rows, "gflops": max(r["gflops"] for r in rows)}
+
+
+def bench_networks(modules, threads, peak, tmp, quick):
+    rows = []
+    for role, kind, cases in (("srgan", "sr", SR_CASES), ("style/bench", "style", STYLE_CASES)):
+        module = modules[role]
+        sess = onnx_session(module, tmp / f"{kind}.onnx", threads, torch.rand(1, 3, 64, 64))
+        for side, reps in cases:
+            x = to_input(photo(side))
+            flops = count_flops(module, x, (lambda: eager_style(module)) if kind == "style" else None)
+            with torch.inference_mode():
+                ours_y = module(x)
+            theirs_y = sess.run(None, {"x": x.numpy()})[0]
+            with torch.inference_mode():
+                t = interleaved({"ours": lambda: module(x), "ort": lambda: sess.run(None, {"x": x.numpy()})},
+                                1 if quick else reps, warmup=1 if side >= 256 else 2)
+            ours, ort = statistics.median(t["ours"]), statistics.median(t["ort"])
+            rows.append({
+                "network": kind, "input": side, "gflop": round(flops / 1e9, 2),
+                "ms": median_ms(t["ours"]), "gflops": round(flops / ours / 1e9, 1),
+                "of_peak": round(flops / ours / 1e9 / peak, 3),
+                "ort_ms": median_ms(t["ort"]), "ort_gflops": round(flops / ort / 1e9, 1),
+                "ours_over_ort": round(ours / ort, 3),
+                "max_abs_diff_vs_ort": float(np.abs(ours_y.numpy() - theirs_y).max()),
+                "repeats": len(t["ours"]),
+            })
+            print(f"  {kind} {side}px: {rows[-1]['ms']} ms, {rows[-1]['gflops']} GFLOP/s "
+                  f"({rows[-1]['of_peak']:.0%} of peak); ORT {rows[-1]['ort_ms']} ms "
+                  f"(ours/ORT {rows[-1]['ours_over_ort']})", flush=True)
+    return rows
+
+
+def bench_serving(weights, modules, threads, quick):
+    """Through the app (multipart in, JSON with base64 PNG out) vs the bare forward on the same image."""
+    from imgapi.app import create_app
+    cfg = Config(weights_dir=weights, torch_threads=threads)
+    client = create_app(cfg).test_client()
+    rows = []
+    for route, side, reps, role, fields in (("/upscale", 128, 5, "srgan", {"model": "srgan"}),
+                                            ("/upscale", 256, 3, "srgan", {"model": "srgan"}),
+                                            ("/stylize", 512, 5, "style/bench", {"style": "bench"})):
+        img = photo(side)
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        body = buf.getvalue()
+        x = to_input(img)
+        module = modules[role]
+
+        def request():
+            r = client.post(route, data=dict(fields, image=(io.BytesIO(body), "in.png")),
+                            content_type="multipart/form-data")
+            if r.status_code != 200:
+                raise RuntimeError(f"{route} answered {r.status_code}: {r.get_data(as_text=True)[:200]}")
+            return r
+
+        def bare():
+            with torch.inference_mode():
+                module(x)
+
+        out = Image.open(io.BytesIO(base64.b64decode(request().get_json()["image"])))
+        t = interleaved({"e2e": request, "bare": bare}, 1 if quick else reps, warmup=1)
+        e2e, fwd = statistics.median(t["e2e"]), statistics.median(t["bare"])
+        rows.append({"route": route, "input": side, "output": list(out.size), "e2e_ms": median_ms(t["e2e"]),
+                     "forward_ms": median_ms(t["bare"]), "overhead": round(e2e / fwd - 1, 3),
+                     "response_png_bytes": len(base64.b64decode(request().get_json()["image"])),
+                     "tile": cfg.tile, "overlap": cfg.tile_overlap, "repeats": len(t["e2e"])})
+        print(f"  {route} {side}px: e2e {rows[-1]['e2e_ms']} ms vs forward {rows[-1]['forward_ms']} ms "
+              f"(overhead {rows[-1]['overhead']:+.1%})", flush=True)
+    return rows
+
+
+COLD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+from imgapi.app import create_app
+from imgapi.config import Config
+t2 = time.perf_counter()
+app = create_app(Config.from_env())
+t3 = time.perf_counter()
+m = app.extensions["imgapi"]["store"].get("srgan")
+t4 = time.perf_counter()
+x = torch.rand(1, 3, 64, 64)
+with torch.inference_mode():
+    m.module(x)
+    t5 = time.perf_counter()
+    m.module(x)
+    t6 = time.perf_counter()
+print(json.dumps({"import_torch": t1 - t0, "import_app": t2 - t1, "create_app": t3 - t2, "load": t4 - t3,
+                  "first_inference": t5 - t4, "second_inference": t6 - t5}))
+"""
+
+
+def run_child(code, env):
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"child failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def base_env(threads, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODEL_", "WEIGHTS_"))}
+    env.update(PYTHONPATH=str(ROOT), TORCH_THREADS=str(threads), **extra)
+    return env
+
+
+def bench_cold(weights, threads, tmp, quick):
+    """Fresh interpreters: local weights, then a moto_server S3 with an empty cache each time."""
+    reps = 1 if quick else 3
+    runs = {"local": [run_child(COLD, base_env(threads, WEIGHTS_DIR=str(weights))) for _ in range(reps)]}
+    moto = Path(sys.executable).parent / "moto_server"
+    if moto.exists():
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("moto_server did not start")
+                    time.sleep(0.1)
+            creds = dict(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                         AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE="/nonexistent",
+                         AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+            import boto3
+            s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+            s3.create_bucket(Bucket="bench-models")
+            for f in weights.iterdir():
+                if f.is_file():
+                    s3.upload_file(str(f), "bench-models", "weights/" + f.name)
+            runs["s3"] = []
+            for i in range(reps):
+                cache = tmp / f"cache{i}"
+                runs["s3"].append(run_child(COLD, base_env(threads, MODEL_BUCKET="bench-models",
+                                                           MODEL_PREFIX="weights/", MODEL_CACHE_DIR=str(cache),
+                                                           **creds)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    out = {}
+    for source, rs in runs.items():
+        med = {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
+        med["setup_beyond_torch"] = round(med["import_app"] + med["create_app"] + med["load"], 3)
+        med["first_inference_extra"] = round(med["first_inference"] - med["second_inference"], 3)
+        med["beyond_torch"] = round(med["setup_beyond_torch"] + max(0.0, med["first_inference_extra"]), 3)
+        med["repeats"] = len(rs)
+        out[source] = med
+        print(f"  cold start ({source}): import torch {med['import_torch']} s, beyond it {med['beyond_torch']} s "
+              f"(app {med['import_app'] + med['create_app']:.3f}, load {med['load']}, first-inference extra "
+              f"{med['first_inference_extra']})", flush=True)
+    return out
+
+
+RSS = r"""
+import json, sys
+import numpy as np
+import torch
+from PIL import Image
+from imgapi import engine
+from imgapi.config import Config
+from imgapi.store import ModelStore
+from bench.bench import photo
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+cfg = Config.from_env()
+torch.set_num_threads(cfg.torch_threads)
+m = ModelStore(cfg).get("srgan")
+img = photo(int(sys.argv[1]))
+before = status("VmRSS:")
+out, _ = engine.upscale(m.module, img, None, scale=4, tile=cfg.tile, overlap=cfg.tile_overlap)
+print(json.dumps({"rss_before": before, "peak": status("VmHWM:"), "output": list(out.size),
+                  "tile": cfg.tile, "overlap": cfg.tile_overlap}))
+"""
+
+
+def bench_rss(weights, threads, quick):
+    rows = []
+    for side in (64, 128, 256) if quick else RSS_SIZES:
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-c", RSS, str(side)], cwd=ROOT, capture_output=True, text=True,
+                           env=base_env(threads, WEIGHTS_DIR=str(weights)), timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(f"RSS child failed: {r.stderr[-2000:]}")
+        d = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append({"input": side, "output": d["output"], "peak_rss_mb": round(d["peak"] / 2 ** 20, 1),
+                     "rss_after_load_mb": round(d["rss_before"] / 2 ** 20, 1), "tile": d["tile"],
+                     "overlap": d["overlap"], "seconds": round(time.perf_counter() - t, 1)})
+        print(f"  upscale {side}px: peak RSS {rows[-1]['peak_rss_mb']} MB", flush=True)
+    for r in rows:
+        r["ratio_to_first"] = round(r["peak_rss_mb"] / rows[0]["peak_rss_mb"], 2)
+    return rows
+
+
+# -- report -------------------------------------------------------------------------------------
+def targets(res):
+    nets, serve = res["networks"], res["serving"]
+    sr = [r for r in nets if r["network"] == "sr"]
+    rss = res["rss"]
+    t = [
+        ("SR forward >= 75% of matmul peak (each input size)", min(r["of_peak"] for r in sr),
+         f"{min(r['of_peak'] for r in sr):.0%} .. {max(r['of_peak'] for r in sr):.0%}",
+         min(r["of_peak"] for r in sr) >= 0.75),
+        ("ours no slower than ONNX Runtime (time ours/ORT <= 1, every case)", max(r["ours_over_ort"] for r in nets),
+         f"worst {max(r['ours_over_ort'] for r in nets):.2f}", max(r["ours_over_ort"] for r in nets) <= 1.0),
+        ("serving overhead <= 10% (every route)", max(r["overhead"] for r in serve),
+         ", ".join(f"{r['route']} {r['input']}px {r['overhead']:+.1%}" for r in serve),
+         max(r["overhead"] for r in serve) <= 0.10),
+        (f"peak RSS at {rss[-1]['input']}px <= 1.5x that at {rss[0]['input']}px", rss[-1]["ratio_to_first"],
+         f"{rss[-1]['ratio_to_first']:.2f}x", rss[-1]["ratio_to_first"] <= 1.5),
+        ("cold start beyond import torch < 0.5 s (local weights)", res["cold_start"]["local"]["beyond_torch"],
+         f"{res['cold_start']['local']['beyond_torch']:.3f} s", res["cold_start"]["local"]["beyond_torch"] < 0.5),
+    ]
+    return [{"target": a, "value": b, "measured": c, "met": d} for a, b, c, d in t]
+
+
+def markdown(res):
+    m = res["meta"]
+    lines = [
+        "# Benchmark (`make bench`)",
+        "",
+        f"Run {m['date']} with `{m['command']}` in {m['seconds']:.0f} s on {m['cpu']} "
+        f"({m['cores']} cores, {m['isa']}), {m['threads']} torch threads (the server's `Config().torch_threads`), "
+        f"torch {m['torch']}, ONNX Runtime {m['onnxruntime']}. Medians over repeats after warm-up; "
+        "ratios compare contenders timed interleaved in this same run.",
+        "",
+        "Models: " + "; ".join(f"`{k}` = {v}" for k, v in m["sources"].items()) + ".",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |" for t in res["targets"]]
+    lines += [
+        "",
+        f"## Networks (matmul peak {res['peak']['gflops']} GFLOP/s: float32, "
+        + ", ".join(f"{s['n']}x{s['n']} {s['gflops']}" for s in res["peak"]["sizes"]) + ")",
+        "",
+        "FLOPs are counted (FlopCounterMode: 2 per multiply-add of the convolutions), not estimated.",
+        "",
+        "| network | input | GFLOP | ours ms | ours GFLOP/s | of peak | ORT ms | ORT GFLOP/s | ours/ORT time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r['network']} | {r['input']}x{r['input']} | {r['gflop']} | {r['ms']} | {r['gflops']} | "
+              f"{r['of_peak']:.0%} | {r['ort_ms']} | {r['ort_gflops']} | {r['ours_over_ort']:.2f} |"
+              for r in res["networks"]]
+    lines += [
+        "",
+        "## Serving overhead (app end to end vs bare forward, same image)",
+        "",
+        "| route | input | output | end to end ms | forward ms | overhead | PNG bytes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r['route']} | {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | {r['e2e_ms']} | "
+              f"{r['forward_ms']} | {r['overhead']:+.1%} | {r['response_png_bytes']} |" for r in res["serving"]]
+    lines += [
+        "",
+        "## Cold start (fresh interpreter, seconds)",
+        "",
+        "\"Beyond import torch\" = import and create the app + load the model + the first 64x64 inference's "
+        "extra time over the second.",
+        "",
+        "| weights from | import torch | import app | create app | load model | first inference | "
+        "second inference | beyond import torch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {k} | {v['import_torch']} | {v['import_app']} | {v['create_app']} | {v['load']} | "
+              f"{v['first_inference']} | {v['second_inference']} | {v['beyond_torch']} |"
+              for k, v in res["cold_start"].items()]
+    lines += [
+        "",
+        f"## Peak memory of an upscale through the tiled engine (tile {res['rss'][0]['tile']}, "
+        f"overlap {res['rss'][0]['overlap']})",
+        "",
+        "| input | output | peak RSS MB | RSS after model load MB | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | {r['peak_rss_mb']} | "
+              f"{r['rss_after_load_mb']} | {r['ratio_to_first']:.2f} |" for r in res["rss"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one repeat and small memory cases (a smoke run)")
+    p.add_argument("--weights", default=str(ROOT / "weights"), help="folder with the shipped manifest.json")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench.json"))
+    p.add_argument("--md", default=str(ROOT / "docs" / "bench.md"))
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    threads = Config().torch_threads
+    torch.set_num_threads(threads)
+    import onnxruntime
+    res = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        tmp = Path(tmp)
+        weights = tmp / "weights"
+        sources = prepare_weights(Path(args.weights), weights)
+        for k, v in sources.items():
+            print(f"{k}: {v}", flush=True)
+        modules = {k: torch.jit.load(str(weights / f), map_location="cpu").eval()
+                   for k, f in (("srgan", "srgan.pt"), ("style/bench", "style_bench.pt"))}
+        print("matmul peak", flush=True)
+        res["peak"] = bench_peak(args.quick)
+        print(f"  {res['peak']['gflops']} GFLOP/s", flush=True)
+        print("networks (ours vs ONNX Runtime)", flush=True)
+        res["networks"] = bench_networks(modules, threads, res["peak"]["gflops"], tmp, args.quick)
+        print("serving overhead", flush=True)
+        res["serving"] = bench_serving(weights, modules, threads, args.quick)
+        print("cold start", flush=True)
+        res["cold_start"] = bench_cold(weights, threads, tmp, args.quick)
+        print("peak RSS", flush=True)
+        res["rss"] = bench_rss(weights, threads, args.quick)
+    res["targets"] = targets(res)
+    res["meta"] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "make bench" if not args.quick else "python -m bench.bench --quick",
+        "seconds": time.perf_counter() - start, "cpu": cpu_name(), "cores": os.cpu_count(),
+        "isa": torch.backends.cpu.get_cpu_capability(), "threads": threads, "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__, "sources": sources, "quick": args.quick,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.md).write_text(markdown(res))
+    for t in res["targets"]:
+        print(f"{'MET ' if t['met'] else 'MISS'} {t['target']}: {t['measured']}")
+    print(f"wrote {args.json} and {args.md} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
