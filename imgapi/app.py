@@ -147,6 +147,8 @@ def create_app(config=None, store=None):
 
     def respond(rgb, alpha, meta):
         png = images.encode_png(rgb, alpha)
+        if config.max_response_bytes and len(png) * 4 // 3 + 1024 > config.max_response_bytes:
+            png = images.encode_png(rgb, alpha, compress_level=6)  # slower, smaller: may still fit inline
         g.bytes_out = len(png)
         meta = dict(meta, width=rgb.width, height=rgb.height,
                     elapsed_ms=round((time.perf_counter() - g.t0) * 1000))

@@ -29,25 +29,32 @@ def _spans(length, tile):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def forward_tiled(net, x, scale=4, tile=192, overlap=16):
+def forward_tiled(net, x, scale=4, tile=192, overlap=16, out=None):
     """Run ``net`` on ``x`` (``(1, C, H, W)``) in tiles of at most ``tile`` input pixels a side.
 
     Each tile is run with ``overlap`` extra input pixels of context on every inner side and only
     its own centre is kept, so seams do not show and memory stays bounded by the tile size.
-    ``tile <= 0`` runs the whole image at once. Returns ``(1, C, scale*H, scale*W)``.
+    ``tile <= 0`` runs the whole image at once. Returns ``(1, C, scale*H, scale*W)``: ``out`` when
+    given, filled in. A uint8 ``out`` gets each tile clamped to [0, 1], scaled to 0..255 and rounded
+    as it is computed (exactly as ``to_image`` does), so the float32 output of a large image is never
+    held whole: peak memory then depends on the tile size only (docs/performance.md).
     """
     _, c, h, w = x.shape
-    if tile <= 0 or (h <= tile and w <= tile):
+    whole = tile <= 0 or (h <= tile and w <= tile)
+    if whole and out is None:
         return net(x)
-    out = torch.empty((1, c, h * scale, w * scale), dtype=x.dtype)
-    for y0, y1 in _spans(h, tile):
-        for x0, x1 in _spans(w, tile):
+    if out is None:
+        out = torch.empty((1, c, h * scale, w * scale), dtype=x.dtype)
+    for y0, y1 in [(0, h)] if whole else _spans(h, tile):
+        for x0, x1 in [(0, w)] if whole else _spans(w, tile):
             py0, py1 = max(0, y0 - overlap), min(h, y1 + overlap)
             px0, px1 = max(0, x0 - overlap), min(w, x1 + overlap)
             y = net(x[:, :, py0:py1, px0:px1])
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+            y = y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+            if out.dtype == torch.uint8:
+                y = y.clamp(0, 1).mul_(255).round_()
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = y
     return out
 
 
@@ -60,7 +67,9 @@ def upscale(net, rgb, alpha=None, scale=4, tile=192, overlap=16):
     """
     if scale not in (2, 3, 4):
         raise ValueError(f"scale {scale} is not supported. Supported scales: 2, 3, 4")
-    out = to_image(forward_tiled(net, to_tensor(rgb), 4, tile, overlap))
+    pixels = np.empty((rgb.height * 4, rgb.width * 4, 3), np.uint8)  # HWC, as PIL wants it
+    forward_tiled(net, to_tensor(rgb), 4, tile, overlap, out=torch.from_numpy(pixels).permute(2, 0, 1)[None])
+    out = Image.fromarray(pixels, "RGB")
     size = (rgb.width * scale, rgb.height * scale)
     if scale != 4:
         out = out.resize(size, Image.LANCZOS)
