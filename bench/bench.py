@@ -280,6 +280,19 @@ def bench_serving(weights, modules, threads, quick):
     return rows
 
 
+def bench_png(module, quick):
+    """Encode time and size of a real 4x output (256x256 in, 1024x1024 out) at a few zlib levels."""
+    from imgapi import engine, images
+    out, _ = engine.upscale(module, photo(256), None, scale=4, tile=0)
+    rows = []
+    for level in (1, 3, 6):
+        t = interleaved({"png": lambda: images.encode_png(out, compress_level=level)}, 1 if quick else 3)["png"]
+        rows.append({"level": level, "ms": median_ms(t), "bytes": len(images.encode_png(out, compress_level=level)),
+                     "default": level == images.encode_png.__defaults__[-1]})
+        print(f"  PNG level {level}: {rows[-1]['ms']} ms, {rows[-1]['bytes']} bytes", flush=True)
+    return rows
+
+
 COLD = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -386,6 +399,7 @@ def status(key):
             return int(line.split()[1]) * 1024
 cfg = Config.from_env()
 torch.set_num_threads(cfg.torch_threads)
+engine.keep_freed_memory()  # as create_app does
 m = ModelStore(cfg).get("srgan")
 img = photo(int(sys.argv[1]))
 before = status("VmRSS:")
@@ -442,7 +456,9 @@ def markdown(res):
         "",
         f"Run {m['date']} with `{m['command']}` in {m['seconds']:.0f} s on {m['cpu']} "
         f"({m['cores']} cores, {m['isa']}), {m['threads']} torch threads (the server's `Config().torch_threads`), "
-        f"torch {m['torch']}, ONNX Runtime {m['onnxruntime']}. Medians over repeats after warm-up; "
+        f"torch {m['torch']}, ONNX Runtime {m['onnxruntime']}, glibc heap kept between forwards "
+        f"(`engine.keep_freed_memory`, as the server does): {'yes' if m['keep_freed_memory'] else 'no'}. "
+        "Medians over repeats after warm-up; "
         "ratios compare contenders timed interleaved in this same run.",
         "",
         "Models: " + "; ".join(f"`{k}` = {v}" for k, v in m["sources"].items()) + ".",
@@ -475,6 +491,15 @@ def markdown(res):
     ]
     lines += [f"| {r['route']} | {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | {r['e2e_ms']} | "
               f"{r['forward_ms']} | {r['overhead']:+.1%} | {r['response_png_bytes']} |" for r in res["serving"]]
+    lines += [
+        "",
+        "PNG encoding of a 1024x1024 upscale at zlib levels (the app uses the default, then 6 only if the "
+        "result would not fit the response limit):",
+        "",
+        "| level | encode ms | bytes |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {r['level']}{' (default)' if r['default'] else ''} | {r['ms']} | {r['bytes']} |" for r in res["png"]]
     lines += [
         "",
         "## Cold start (fresh interpreter, seconds)",
@@ -512,6 +537,8 @@ def main(argv=None):
     start = time.perf_counter()
     threads = Config().torch_threads
     torch.set_num_threads(threads)
+    from imgapi import engine
+    heap = engine.keep_freed_memory()  # what create_app does in the server: both runtimes get it
     import onnxruntime
     res = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -529,6 +556,7 @@ def main(argv=None):
         res["networks"] = bench_networks(modules, threads, res["peak"]["gflops"], tmp, args.quick)
         print("serving overhead", flush=True)
         res["serving"] = bench_serving(weights, modules, threads, args.quick)
+        res["png"] = bench_png(modules["srgan"], args.quick)
         print("cold start", flush=True)
         res["cold_start"] = bench_cold(weights, threads, tmp, args.quick)
         print("peak RSS", flush=True)
@@ -540,6 +568,7 @@ def main(argv=None):
         "seconds": time.perf_counter() - start, "cpu": cpu_name(), "cores": os.cpu_count(),
         "isa": torch.backends.cpu.get_cpu_capability(), "threads": threads, "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__, "sources": sources, "quick": args.quick,
+        "keep_freed_memory": heap,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -98,6 +98,7 @@ def create_app(config=None, store=None):
     config = config or Config.from_env()
     store = store or ModelStore(config)
     torch.set_num_threads(config.torch_threads)
+    engine.keep_freed_memory()
     slots = threading.BoundedSemaphore(config.max_concurrent)
     waiting, waiting_lock = [0], threading.Lock()  # requests waiting for a slot
 
