@@ -51,7 +51,7 @@ class PatchSampler:
     """
 
     def __init__(self, paths, hr_size, device):
-        self.images = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+        self.images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
                        for p in paths]
         self.images = [im for im in self.images if min(im.shape[1:]) >= hr_size]
         if not self.images:
@@ -218,7 +218,7 @@ def run_phase(phase, args, state, sampler, val_paths, device, budget_s, losses):
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            log["loss_d"] = float(loss_d)
+            log["loss_d"] = loss_d.item()
         step += 1
         now = time.time()
         elapsed = now - start
