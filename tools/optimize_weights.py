@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from model.srresnet import SRResNet
-from training.manifest import update_manifest
+from training.manifest import sha256_file, update_manifest
 from training.train_sr import export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +61,12 @@ def max_diff(a, b, xs):
 def optimize(weights_dir, name, entry, tolerance):
     """Re-export one manifest entry; returns a line saying what happened. Raises if it would not match."""
     path = weights_dir / entry["file"]
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise SystemExit(f"{name}: {entry['file']} does not match its sha256 in the manifest; not touched")
     old = torch.jit.load(str(path), map_location="cpu").eval()
     net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
     if net is None:
-        return f"{name}: {entry['file']} has no BatchNorm left (already optimized), kept as is"
+        return f"{name}: {entry['file']} is already optimized (no BatchNorm left), kept as is"
     tmp = path.with_name(path.name + ".optimized.tmp")
     try:
         export(net, tmp)
