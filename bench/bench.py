@@ -549,6 +549,9 @@ def main(argv=None):
             print(f"{k}: {v}", flush=True)
         modules = {k: torch.jit.load(str(weights / f), map_location="cpu").eval()
                    for k, f in (("srgan", "srgan.pt"), ("style/bench", "style_bench.pt"))}
+        folded = not any(".bn" in k for k in modules["srgan"].state_dict())
+        sources["srgan"] += (", BatchNorm folded + channels_last" if folded else
+                             ", plain trace (tools/optimize_weights.py would fold BatchNorm, channels_last)")
         print("matmul peak", flush=True)
         res["peak"] = bench_peak(args.quick)
         print(f"  {res['peak']['gflops']} GFLOP/s", flush=True)
@@ -564,7 +567,7 @@ def main(argv=None):
     res["targets"] = targets(res)
     res["meta"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "make bench" if not args.quick else "python -m bench.bench --quick",
+        "command": " ".join(["python -m bench.bench"] + (sys.argv[1:] if argv is None else list(argv))),
         "seconds": time.perf_counter() - start, "cpu": cpu_name(), "cores": os.cpu_count(),
         "isa": torch.backends.cpu.get_cpu_capability(), "threads": threads, "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__, "sources": sources, "quick": args.quick,
