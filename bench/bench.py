@@ -486,6 +486,9 @@ def markdown(res):
         "",
         "## Serving overhead (app end to end vs bare forward, same image)",
         "",
+        "End to end: Flask test client, multipart PNG in, JSON with the base64 PNG out (decode, tiling at the "
+        "configured tile size, 8-bit rounding, PNG encoding, base64). Bare forward: the network on the whole image.",
+        "",
         "| route | input | output | end to end ms | forward ms | overhead | PNG bytes |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
