@@ -27,6 +27,7 @@ def update_manifest(weights_dir, name, entry):
     manifest["models"][name] = entry
     manifest["models"] = dict(sorted(manifest["models"].items()))
     fd, tmp = tempfile.mkstemp(dir=weights_dir, suffix=".json.tmp")
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the manifest is served and copied
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
