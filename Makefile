@@ -16,7 +16,7 @@ SLS_ARGS ?=
 STACK = imgapi-$(STAGE)
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval cli-example \
+.PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval \
 	package deploy upload-weights destroy clean loadtest security
 
 ## List the targets
