@@ -47,6 +47,15 @@ def _spans(length, tile):
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _windows(length, tile, overlap):
+    """``(start, end, window_start, window_end)`` of each span of :func:`_spans`, its window holding at
+    least ``overlap`` pixels of context on each inner side. Every window has the same size, so every
+    tile allocates the same buffers and the kept heap (``keep_freed_memory``) is reused, not fragmented."""
+    spans = _spans(length, tile)
+    size = max(min(length, b + overlap) - max(0, a - overlap) for a, b in spans)
+    return [(a, b, p, p + size) for a, b in spans for p in [min(max(0, a - overlap), length - size)]]
+
+
 def forward_tiled(net, x, scale=4, tile=192, overlap=16, out=None):
     """Run ``net`` on ``x`` (``(1, C, H, W)``) in tiles of at most ``tile`` input pixels a side.
 
@@ -63,10 +72,8 @@ def forward_tiled(net, x, scale=4, tile=192, overlap=16, out=None):
         return net(x)
     if out is None:
         out = torch.empty((1, c, h * scale, w * scale), dtype=x.dtype)
-    for y0, y1 in [(0, h)] if whole else _spans(h, tile):
-        for x0, x1 in [(0, w)] if whole else _spans(w, tile):
-            py0, py1 = max(0, y0 - overlap), min(h, y1 + overlap)
-            px0, px1 = max(0, x0 - overlap), min(w, x1 + overlap)
+    for y0, y1, py0, py1 in [(0, h, 0, h)] if whole else _windows(h, tile, overlap):
+        for x0, x1, px0, px1 in [(0, w, 0, w)] if whole else _windows(w, tile, overlap):
             y = net(x[:, :, py0:py1, px0:px1])
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
             y = y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
