@@ -17,7 +17,7 @@ STACK = imgapi-$(STAGE)
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval \
-	package deploy upload-weights destroy clean loadtest security
+	package deploy upload-weights destroy clean loadtest security bench
 
 ## List the targets
 help:
@@ -99,6 +99,14 @@ loadtest: $(VENV)/.installed
 ## Security scans: bandit (fails at medium+) and pip-audit (SECURITY_STRICT=1 where CI has internet)
 security: $(VENV)/.installed
 	bash .ci/security.sh
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+## Benchmark: matmul peak, SR and style vs ONNX Runtime, serving overhead, cold start, peak RSS (docs/bench.md)
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench.bench
 
 ## Remove caches and test artefacts (keeps .venv, data/ and weights/)
 clean:
