@@ -1,18 +1,10 @@
 """Read and update ``weights/manifest.json`` (format in API.md) from training runs."""
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-
-def sha256_file(path):
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from imgapi.store import sha256_file
 
 
 def update_manifest(weights_dir, name, entry):
