@@ -1,4 +1,5 @@
-"""Image makers shared by the tests: small, deterministic, in memory."""
+"""Helpers shared by the tests: small deterministic images made in memory, and a models bucket
+seeded with a weights folder for the S3 tests."""
 import io
 import struct
 import zlib
@@ -43,3 +44,26 @@ def bomb_png(width=100_000, height=100_000):
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
             + chunk(b"IEND", b""))
+
+
+MODEL_BUCKET = "imgapi-models-test"
+
+
+def seed_model_bucket(weights, bucket=MODEL_BUCKET):
+    """Create ``bucket`` and upload the weights folder (manifest included) under ``weights/``.
+
+    boto3 goes wherever ``AWS_ENDPOINT_URL`` points (the ``moto_env`` fixture). Returns the client.
+    """
+    import boto3
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    for path in weights.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, "weights/" + path.relative_to(weights).as_posix())
+    return s3
+
+
+def s3_config(cache, bucket=MODEL_BUCKET):
+    """A one-thread ``Config`` reading models from ``bucket`` into the ``cache`` folder."""
+    from imgapi.config import Config
+    return Config(model_bucket=bucket, model_cache_dir=cache, torch_threads=1, weights_dir=cache / "none")

@@ -9,17 +9,17 @@ import shutil
 import subprocess
 import uuid
 
-import boto3
 import pytest
 
 from imgapi.app import create_app
 from imgapi.config import Config
 from imgapi.store import ModelStore, sha256_file
 from tests.corpus import multipart
-from tests.helpers import png_bytes
+from tests.helpers import MODEL_BUCKET as BUCKET
+from tests.helpers import png_bytes, s3_config
+from tests.helpers import seed_model_bucket as seed
 from tests.moto_fixture import REGION, _free_port, _moto_server_executable, _stop, _wait_until_up
 
-BUCKET = "imgapi-faults"
 
 
 class Moto:
@@ -57,20 +57,6 @@ def moto(monkeypatch):
         yield server
     finally:
         server.stop()
-
-
-def seed(weights):
-    """Create the bucket and upload the weights folder (manifest included) under ``weights/``."""
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    for path in weights.rglob("*"):
-        if path.is_file():
-            s3.upload_file(str(path), BUCKET, "weights/" + path.relative_to(weights).as_posix())
-    return s3
-
-
-def s3_config(cache):
-    return Config(model_bucket=BUCKET, model_cache_dir=cache, torch_threads=1, weights_dir=cache / "none")
 
 
 def upscale(client, model="srgan"):

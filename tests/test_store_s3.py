@@ -3,30 +3,17 @@ re-fetched, unreachable endpoint as a 503."""
 import json
 import socket
 
-import boto3
 import pytest
 
 from imgapi.app import create_app
-from imgapi.config import Config
 from imgapi.errors import ApiError
 from imgapi.store import ModelStore
-from tests.helpers import png_bytes
-
-BUCKET = "imgapi-models-test"
-
+from tests.helpers import MODEL_BUCKET as BUCKET
+from tests.helpers import png_bytes, s3_config, seed_model_bucket
 
 @pytest.fixture
 def bucket(moto_env, tiny_weights):
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    for path in tiny_weights.rglob("*"):
-        if path.is_file():
-            s3.upload_file(str(path), BUCKET, "weights/" + path.relative_to(tiny_weights).as_posix())
-    return s3
-
-
-def s3_config(cache):
-    return Config(model_bucket=BUCKET, model_cache_dir=cache, torch_threads=1, weights_dir=cache / "none")
+    return seed_model_bucket(tiny_weights)
 
 
 def test_downloads_checks_and_reuses_the_cache(bucket, tmp_path):
