@@ -12,8 +12,12 @@ convolutions, so no checkerboard). Two changes, both learned the hard way (see D
 
 The output is RGB in [0, 1], clamped in eval mode. In training mode it is left unclamped so that the loss
 keeps its gradient for pixels that overshoot.
+
+For CPU serving (docs/performance.md), eval mode runs the activations channels_last and normalises with
+:func:`instance_norm`, which keeps that layout; ``fused_norm = False`` gives the textbook graph
+(``nn.InstanceNorm2d``, NCHW) with the same weights and the same outputs within float rounding.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -43,9 +47,30 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, min_side: int) -> torch.Tens
 
 
 @torch.jit.script
+def instance_norm(x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                  eps: float) -> torch.Tensor:
+    """Instance norm of ``x`` (N, C, H, W) with an affine ``weight`` and ``bias`` and no running statistics,
+    as ``nn.InstanceNorm2d(affine=True)`` computes it, but keeping ``x``'s memory format.
+
+    For one image, instance norm is batch norm with batch statistics, whose CPU kernel works on a
+    channels_last tensor as it is; ``F.instance_norm`` reshapes to (1, N x C, H, W) and so copies a
+    channels_last input to NCHW and back. Scripted so that a traced network keeps both branches."""
+    if x.size(0) == 1:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    return F.instance_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+
+@torch.jit.script
 def crop_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Crop ``y`` to the height and width of ``x`` (top-left anchored)."""
     return y[:, :, : x.size(2), : x.size(3)]
+
+
+def norm(layer: nn.InstanceNorm2d, x: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``layer(x)``, through :func:`instance_norm` when ``fused``."""
+    if fused:
+        return instance_norm(x, layer.weight, layer.bias, layer.eps)
+    return layer(x)
 
 
 class ConvLayer(nn.Module):
@@ -70,9 +95,9 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvLayer(channels, channels, 3)
         self.in2 = nn.InstanceNorm2d(channels, affine=True)
 
-    def forward(self, x):
-        y = F.relu(self.in1(self.conv1(x)))
-        return x + self.in2(self.conv2(y))
+    def forward(self, x, fused_norm: bool = False):
+        y = F.relu(norm(self.in1, self.conv1(x), fused_norm))
+        return x + norm(self.in2, self.conv2(y), fused_norm)
 
 
 class UpsampleConvLayer(nn.Module):
@@ -95,14 +120,19 @@ class TransformerNet(nn.Module):
     CPU-trained weights use the narrower default, whose training step (with the VGG loss, batch 4 of 128x128,
     one thread) took 2.2 s instead of 3.6 s, and whose forward pass is about 4x cheaper.
     ``residual_blocks``: number of residual blocks at the bottleneck.
+    ``fused_norm``: normalise through :func:`instance_norm` and, in eval mode, run channels_last (the
+    default, for CPU speed); False calls the ``nn.InstanceNorm2d`` layers on NCHW tensors (the graph
+    ONNX Runtime is given in ``make bench``). Same weights, same state dict, either way.
 
     ``forward``: (N, 3, H, W) float RGB in [0, 1], any H, W >= 1 -> (N, 3, H, W) RGB in [0, 1].
     """
 
-    def __init__(self, *, channels: Tuple[int, int, int] = (16, 32, 64), residual_blocks: int = 5):
+    def __init__(self, *, channels: Tuple[int, int, int] = (16, 32, 64), residual_blocks: int = 5,
+                 fused_norm: bool = True):
         super().__init__()
         c1, c2, c3 = channels
         self.channels = tuple(channels)
+        self.fused_norm = fused_norm
         self.conv1 = ConvLayer(3, c1, 9)
         self.in1 = nn.InstanceNorm2d(c1, affine=True)
         self.conv2 = ConvLayer(c1, c2, 3, stride=2)
@@ -118,14 +148,18 @@ class TransformerNet(nn.Module):
 
     def forward(self, x):
         h = pad_to_multiple(x, MULTIPLE, MIN_SIDE)
+        if self.fused_norm and not self.training:
+            # NHWC end to end: oneDNN convolves it without reordering around every layer.
+            h = h.contiguous(memory_format=torch.channels_last)
         # Centre the input around 0; instance norm takes care of the scale.
         h = h - 0.5
-        h = F.relu(self.in1(self.conv1(h)))
-        h = F.relu(self.in2(self.conv2(h)))
-        h = F.relu(self.in3(self.conv3(h)))
-        h = self.res(h)
-        h = F.relu(self.in4(self.deconv1(h)))
-        h = F.relu(self.in5(self.deconv2(h)))
+        h = F.relu(norm(self.in1, self.conv1(h), self.fused_norm))
+        h = F.relu(norm(self.in2, self.conv2(h), self.fused_norm))
+        h = F.relu(norm(self.in3, self.conv3(h), self.fused_norm))
+        for block in self.res:
+            h = block(h, self.fused_norm)
+        h = F.relu(norm(self.in4, self.deconv1(h), self.fused_norm))
+        h = F.relu(norm(self.in5, self.deconv2(h), self.fused_norm))
         y = crop_like(self.deconv3(h) * OUTPUT_SCALE + 0.5, x)
         if self.training:
             return y

@@ -1,5 +1,6 @@
 """Style transfer: the network's size handling, the inference options, the shipped weights, and a training
 smoke run that needs no data/ folder (tiny synthetic photos, a random VGG)."""
+import copy
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image
 from imgapi.stylize import rgb_to_ycbcr, stylize
 from model.transformer_net import TransformerNet
 from training.manifest import sha256_file
+from training.train_style import export
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
@@ -27,6 +29,24 @@ def shipped_styles():
 def tiny_net(seed=0):
     torch.manual_seed(seed)
     return TransformerNet(channels=(4, 8, 8), residual_blocks=1).eval()
+
+
+def trained_looking_net(seed=0):
+    """``tiny_net`` with instance-norm scales and shifts away from 1 and 0, as training leaves them."""
+    net = tiny_net(seed)
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.InstanceNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2
+    return net
+
+
+def textbook(net):
+    """The same weights run as ``nn.InstanceNorm2d`` layers on NCHW tensors (how style files were traced)."""
+    ref = copy.deepcopy(net)
+    ref.fused_norm = False
+    return ref
 
 
 def smooth_photo(w, h, seed=0):
@@ -60,6 +80,28 @@ def test_traced_network_keeps_sizes_other_than_the_example():
         x = torch.rand(1, 3, h, w)
         assert traced(x).shape == (1, 3, h, w)
         torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 21, 13), (1, 3, 64, 99), (3, 3, 17, 30)])
+def test_exported_network_gives_the_textbook_output_and_never_mixes_images_of_a_batch(tmp_path, shape):
+    net = trained_looking_net()
+    export(net, tmp_path / "style.pt")
+    served = torch.jit.load(str(tmp_path / "style.pt")).eval()
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        y = served(x)
+        torch.testing.assert_close(y, textbook(net)(x), atol=1e-5, rtol=0)
+        for i in range(shape[0]):  # each image normalised on its own statistics
+            torch.testing.assert_close(y[i:i + 1], served(x[i:i + 1]), atol=1e-5, rtol=0)
+
+
+def test_exported_network_runs_channels_last_inside():
+    net = trained_looking_net().to(memory_format=torch.channels_last)
+    seen = []
+    net.deconv3.conv.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.inference_mode():
+        net(torch.rand(1, 3, 24, 24))
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
 
 
 def test_strength_zero_returns_the_input():

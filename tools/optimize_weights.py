@@ -1,14 +1,16 @@
-"""Re-export already traced SR weights the way ``training.train_sr.export()`` now does, in place.
+"""Re-export already traced weights the way the training scripts' ``export()`` now does, in place.
 
-For files traced before ``export()`` folded BatchNorm and stored channels_last weights: each SR entry of
-the manifest (``kind == "sr"``) is loaded, its state rebuilt into ``SRResNet`` (strictly, so a wrong file
-fails), re-exported with ``export()``, and kept only if, on random and real images, its outputs stay
-within 1/255 of the original trace's (``--tolerance``) and, when the validation images are there, its
-Y-PSNR is the manifest's within 0.05 dB. The file is then replaced and the manifest entry's ``sha256``
-rewritten by ``training.manifest.update_manifest``; every other field is kept. Files already in the new
-form (no BatchNorm left) are skipped, so running it twice is harmless.
+For files traced before the exports were made fast (docs/performance.md): SR files before
+``training.train_sr.export()`` folded BatchNorm and stored channels_last weights, style files before
+``training.train_style.export()`` ran channels_last with the layout-keeping instance norm. Each entry of
+the manifest is loaded, its state rebuilt into ``SRResNet`` or ``TransformerNet`` (strictly, so a wrong
+file fails), re-exported, and kept only if, on random and real images, its outputs stay within 1/255 of
+the original trace's (``--tolerance``) and, for SR when the validation images are there, its Y-PSNR is
+the manifest's within 0.05 dB. The file is then replaced and the manifest entry's ``sha256`` rewritten by
+``training.manifest.update_manifest``; every other field is kept. Files already in the new form are
+skipped, so running it twice is harmless.
 
-    .venv/bin/python -m tools.optimize_weights                 # weights/, every SR entry
+    .venv/bin/python -m tools.optimize_weights                 # weights/, every SR and style entry
     .venv/bin/python -m tools.optimize_weights --models srgan  # only some
 """
 import argparse
@@ -22,11 +24,29 @@ import torch
 from PIL import Image
 
 from model.srresnet import SRResNet
+from model.transformer_net import TransformerNet
+from training import train_sr, train_style
 from training.manifest import sha256_file, update_manifest
-from training.train_sr import export
 
 ROOT = Path(__file__).resolve().parent.parent
 VAL = ROOT / "tests" / "data" / "sr_val"
+
+
+KINDS = ("sr", "style")
+
+
+def rebuild_style(traced):
+    """The eager ``TransformerNet`` holding a traced module's weights, or None if its convolution weights
+    are already channels_last (exported by the current ``train_style.export()``)."""
+    sd = traced.state_dict()
+    w = sd["conv1.conv.weight"]
+    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+        return None
+    channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
+    net = TransformerNet(channels=channels, residual_blocks=blocks)
+    net.load_state_dict(sd, strict=True)
+    return net.eval()
 
 
 def rebuild(traced, bicubic_skip=True):
@@ -64,9 +84,14 @@ def optimize(weights_dir, name, entry, tolerance):
     if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
         raise SystemExit(f"{name}: {entry['file']} does not match its sha256 in the manifest; not touched")
     old = torch.jit.load(str(path), map_location="cpu").eval()
-    net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
+    style = entry.get("kind") == "style"
+    if style:
+        net, export, done = rebuild_style(old), train_style.export, "channels_last, layout-keeping instance norm"
+    else:
+        net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
+        export, done = train_sr.export, "BatchNorm folded, channels_last"
     if net is None:
-        return f"{name}: {entry['file']} is already optimized (no BatchNorm left), kept as is"
+        return f"{name}: {entry['file']} is already optimized ({done}), kept as is"
     tmp = path.with_name(path.name + ".optimized.tmp")
     try:
         export(net, tmp)
@@ -76,7 +101,7 @@ def optimize(weights_dir, name, entry, tolerance):
             raise SystemExit(f"{name}: re-exported outputs differ by {diff:.3g} > {tolerance:.3g}; "
                              f"{entry['file']} left unchanged")
         psnr = ""
-        if "psnr_y" in entry and sorted(p.name for p in VAL.glob("*.png")) == sorted(
+        if not style and "psnr_y" in entry and sorted(p.name for p in VAL.glob("*.png")) == sorted(
                 entry.get("validation", {}).get("images", [])):
             from training.evaluate import evaluate, summary
             s = summary(evaluate(new, sorted(VAL.glob("*.png"))))
@@ -89,23 +114,24 @@ def optimize(weights_dir, name, entry, tolerance):
         tmp.unlink(missing_ok=True)
     old_sha = entry.get("sha256", "")
     new_entry = update_manifest(weights_dir, name, {k: v for k, v in entry.items() if k != "sha256"})
-    return (f"{name}: {entry['file']} re-exported (BatchNorm folded, channels_last), max abs diff {diff:.2e} "
+    return (f"{name}: {entry['file']} re-exported ({done}), max abs diff {diff:.2e} "
             f"(limit {tolerance:.2e}){psnr}; sha256 {old_sha[:12]} -> {new_entry['sha256'][:12]}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=str(ROOT / "weights"), help="folder with manifest.json")
-    p.add_argument("--models", nargs="*", help="manifest names (default: every entry of kind sr)")
+    p.add_argument("--models", nargs="*", help="manifest names (default: every SR and style entry)")
     p.add_argument("--tolerance", type=float, default=1 / 255, help="largest allowed output difference")
     args = p.parse_args(argv)
     weights_dir = Path(args.weights)
     models = json.loads((weights_dir / "manifest.json").read_text())["models"]
-    names = args.models or sorted(n for n, e in models.items() if e.get("kind") == "sr")
-    unknown = [n for n in names if n not in models or models[n].get("kind") != "sr"]
+    known = sorted(n for n, e in models.items() if e.get("kind") in KINDS)
+    names = args.models or known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"not SR entries of the manifest: {', '.join(unknown)}. "
-                         f"SR entries: {', '.join(n for n, e in models.items() if e.get('kind') == 'sr')}")
+        raise SystemExit(f"not SR or style entries of the manifest: {', '.join(unknown)}. "
+                         f"Entries: {', '.join(known)}")
     for name in names:
         print(optimize(weights_dir, name, models[name], args.tolerance), flush=True)
 
