@@ -57,16 +57,22 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
     if int(max_side) < 1:
         raise ValueError(f"max_side {max_side} is out of range. Allowed: an integer >= 1")
     rgb = shrink_to(rgb, int(max_side))
-    original = np.asarray(rgb, dtype=np.float32) / 255.0
     if strength == 0.0:
         return rgb.copy()
 
-    x = torch.from_numpy(original).permute(2, 0, 1).unsqueeze(0).contiguous()
+    pixels = torch.from_numpy(np.array(rgb))  # (H, W, 3) uint8, writable (torch warns on read-only arrays)
     with torch.inference_mode():
+        # (1, 3, H, W) with channels_last strides, as the shipped modules compute: no layout copy.
+        x = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         y = module(x)
-    if tuple(y.shape) != tuple(x.shape):
-        raise RuntimeError(f"style module returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
-    styled = y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+        if tuple(y.shape) != tuple(x.shape):
+            raise RuntimeError(f"style module returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        if strength == 1.0 and not preserve_color:
+            # The common case, in torch (both threads, no float64): the same rounding as below.
+            out = y[0].permute(1, 2, 0).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+            return Image.fromarray(np.ascontiguousarray(out.numpy()), "RGB")
+        styled = y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+    original = x[0].permute(1, 2, 0).numpy()
 
     if preserve_color:
         ycc = rgb_to_ycbcr(original)
