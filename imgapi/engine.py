@@ -40,6 +40,17 @@ def to_image(t):
     return Image.fromarray(a, "RGB")
 
 
+def plain_execution():
+    """Run TorchScript modules as traced, without the profiling graph executor's specialisation.
+
+    On the CPU that executor fuses nothing for these networks (same steady-state speed, docs/performance.md),
+    but its profiling and optimising runs made the first two calls of a style module 0.11 and 0.06-0.09 s
+    instead of 0.01 s, for every new input shape. The setting is per thread, hence a context manager
+    around each forward rather than a switch at start-up.
+    """
+    return torch.jit.optimized_execution(False)
+
+
 def _spans(length, tile):
     """Split ``range(length)`` into near-equal spans of at most ``tile``."""
     n = max(1, math.ceil(length / tile))
@@ -93,7 +104,8 @@ def upscale(net, rgb, alpha=None, scale=4, tile=192, overlap=16):
     if scale not in (2, 3, 4):
         raise ValueError(f"scale {scale} is not supported. Supported scales: 2, 3, 4")
     pixels = np.empty((rgb.height * 4, rgb.width * 4, 3), np.uint8)  # HWC, as PIL wants it
-    forward_tiled(net, to_tensor(rgb), 4, tile, overlap, out=torch.from_numpy(pixels).permute(2, 0, 1)[None])
+    with plain_execution():
+        forward_tiled(net, to_tensor(rgb), 4, tile, overlap, out=torch.from_numpy(pixels).permute(2, 0, 1)[None])
     out = Image.fromarray(pixels, "RGB")
     size = (rgb.width * scale, rgb.height * scale)
     if scale != 4:

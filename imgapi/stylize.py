@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgapi.engine import plain_execution
+
 # ITU-R BT.601 full-range (JFIF) RGB <-> YCbCr, on values in [0, 1] with Cb, Cr centred on 0.
 _RGB_TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32
@@ -64,7 +66,8 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
     with torch.inference_mode():
         # (1, 3, H, W) with channels_last strides, as the shipped modules compute: no layout copy.
         x = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        y = module(x)
+        with plain_execution():
+            y = module(x)
         if tuple(y.shape) != tuple(x.shape):
             raise RuntimeError(f"style module returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
         if strength == 1.0 and not preserve_color:

@@ -141,3 +141,25 @@ def test_output_is_sharper_path_not_identity():
     out, _ = engine.upscale(tiny_sr(), img)
     bic = img.resize((64, 64), Image.BICUBIC)
     assert np.abs(np.asarray(out, dtype=int) - np.asarray(bic, dtype=int)).mean() > 0.5
+
+
+class RecordsExecutorMode(torch.nn.Module):
+    """A stand-in network that notes whether TorchScript's optimising executor is on while it runs."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale, self.seen = scale, []
+
+    def forward(self, x):
+        self.seen.append(torch._C._get_graph_executor_optimize())
+        return torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+def test_networks_run_without_the_profiling_executor_and_the_setting_is_restored():
+    from imgapi.stylize import stylize
+    before = torch._C._get_graph_executor_optimize()
+    sr, style = RecordsExecutorMode(4), RecordsExecutorMode(1)
+    engine.upscale(sr, Image.new("RGB", (8, 8), (10, 20, 30)))
+    stylize(style, Image.new("RGB", (8, 8), (10, 20, 30)))
+    assert sr.seen == [False] and style.seen == [False]
+    assert torch._C._get_graph_executor_optimize() == before
