@@ -58,3 +58,31 @@ def test_unknown_entry_is_refused_with_the_list(tmp_path):
         assert "style/nope" in str(e) and "style/old" in str(e)
     else:
         raise AssertionError("an unknown entry was accepted")
+
+
+def test_sr_file_folded_by_an_earlier_export_gets_the_rewritten_tail(tmp_path, capsys):
+    from torch.fx.experimental.optimization import fuse
+
+    from model.srresnet import SRResNet
+    torch.manual_seed(0)
+    net = SRResNet(channels=8, blocks=2).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 1.5)
+    torch.nn.init.normal_(net.tail.weight, std=0.05)
+    with torch.inference_mode():  # as export() traced before the tail was rewritten
+        old = torch.jit.trace(fuse(net).to(memory_format=torch.channels_last), torch.rand(1, 3, 16, 16),
+                              check_trace=False)
+    old.save(str(tmp_path / "sr_old.pt"))
+    update_manifest(tmp_path, "sr_old", {"file": "sr_old.pt", "kind": "sr", "arch": {"bicubic_skip": True}})
+
+    optimize_weights.main(["--weights", str(tmp_path), "--models", "sr_old"])
+
+    assert "re-exported" in capsys.readouterr().out
+    new = torch.jit.load(str(tmp_path / "sr_old.pt")).eval()
+    assert "tail.0.0.weight" in new.state_dict()
+    assert json.loads((tmp_path / "manifest.json").read_text())["models"]["sr_old"]["sha256"] == \
+        sha256_file(tmp_path / "sr_old.pt")
+    x = torch.rand(1, 3, 19, 13)
+    with torch.inference_mode():
+        torch.testing.assert_close(new(x), net(x), atol=2e-5, rtol=0)

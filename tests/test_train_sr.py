@@ -2,6 +2,7 @@
 seconds per phase; the traced output must load and upscale, and the manifest must describe it."""
 import json
 
+import pytest
 import torch
 
 from model.vgg import VGG16Features
@@ -39,3 +40,59 @@ def test_train_sr_smoke(tmp_path):
     train_sr.main(args)
     again = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
     assert {n: e["training"]["steps"] for n, e in again.items()} == steps
+
+
+def trained_looking_sr(seed=0):
+    """A small SRResNet whose BatchNorm statistics, PReLU slopes and tail are not at their initial values."""
+    from model.srresnet import SRResNet
+    torch.manual_seed(seed)
+    net = SRResNet(channels=8, blocks=2)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+        if isinstance(m, torch.nn.PReLU):
+            m.weight.data.uniform_(0.0, 0.5)
+    torch.nn.init.normal_(net.tail.weight, std=0.05)
+    return net.eval()
+
+
+def test_exported_sr_network_gives_the_trained_networks_output_at_any_size(tmp_path):
+    net = trained_looking_sr()
+    train_sr.export(net, tmp_path / "sr.pt")
+    served = torch.jit.load(str(tmp_path / "sr.pt")).eval()
+    assert "tail.0.0.weight" in served.state_dict()  # the rewritten tail, not the trained 9x9 one
+    for shape in [(1, 3, 17, 23), (1, 3, 32, 32), (2, 3, 9, 40)]:
+        x = torch.rand(shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(served(x), net(x), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+def test_factored_convolution_computes_the_same_sums(k):
+    from model.srresnet import factor_conv
+    torch.manual_seed(k)
+    conv = torch.nn.Conv2d(6, 3, k, padding=k // 2)
+    x = torch.randn(1, 6, 11, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(factor_conv(conv)(x), conv(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", [3, 5, 9])
+def test_convolution_moved_before_the_pixel_shuffle_computes_the_same_image(k):
+    from model.srresnet import fold_shuffle_into_conv
+    torch.manual_seed(k)
+    conv = torch.nn.Conv2d(4, 3, k, padding=k // 2)
+    v = torch.randn(1, 16, 7, 10)
+    shuffle = torch.nn.PixelShuffle(2)
+    with torch.no_grad():
+        torch.testing.assert_close(shuffle(fold_shuffle_into_conv(conv)(v)), conv(shuffle(v)), atol=1e-5, rtol=0)
+
+
+def test_rewrites_refuse_convolutions_they_cannot_reproduce():
+    from model.srresnet import factor_conv, fold_shuffle_into_conv
+    with pytest.raises(ValueError):
+        factor_conv(torch.nn.Conv2d(4, 3, 3, stride=2, padding=1))
+    with pytest.raises(ValueError):
+        fold_shuffle_into_conv(torch.nn.Conv2d(4, 3, 3, padding=0))

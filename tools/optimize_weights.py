@@ -50,13 +50,29 @@ def rebuild_style(traced):
 
 
 def rebuild(traced, bicubic_skip=True):
-    """The eager ``SRResNet`` holding a traced module's weights, or None if it has no BatchNorm left."""
+    """The eager ``SRResNet`` holding a traced module's weights, or None if it is already in the current
+    form (BatchNorm folded and the tail factored: ``tail.0.weight``).
+
+    A file with BatchNorm folded but the old 9x9 tail gets identity BatchNorm layers, which the
+    re-export folds away again."""
     sd = traced.state_dict()
-    if not any(".bn1." in k for k in sd):
+    if "tail.0.0.weight" in sd:
         return None
+    if "tail.0.weight" in sd:
+        raise SystemExit("the traced SR file has a factored tail of an earlier export; retrace it from its "
+                         "checkpoint (make train-gpu resumes) instead")
     channels = sd["head.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
     net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=bicubic_skip)
+    if not any(".bn1." in k for k in sd):  # folded: BatchNorm that computes y = x
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(1.0 - m.eps)
+        own = net.state_dict()
+        missing = sorted(set(own) - set(sd))
+        if any(".bn" not in k and "body_tail.1." not in k for k in missing) or set(sd) - set(own):
+            raise SystemExit("the traced SR file does not have SRResNet's layout")
+        sd = dict(sd, **{k: own[k] for k in missing})
     net.load_state_dict(sd, strict=True)
     return net.eval()
 
@@ -89,7 +105,7 @@ def optimize(weights_dir, name, entry, tolerance):
         net, export, done = rebuild_style(old), train_style.export, "channels_last, layout-keeping instance norm"
     else:
         net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
-        export, done = train_sr.export, "BatchNorm folded, channels_last"
+        export, done = train_sr.export, "BatchNorm folded, channels_last, shuffle folded into a factored tail"
     if net is None:
         return f"{name}: {entry['file']} is already optimized ({done}), kept as is"
     tmp = path.with_name(path.name + ".optimized.tmp")
