@@ -56,15 +56,24 @@ def median_ms(times):
     return round(statistics.median(times) * 1000, 2)
 
 
-def interleaved(fns, reps, warmup=1):
+SETTLE_S = 0.05
+
+
+def interleaved(fns, reps, warmup=1, settle_s=SETTLE_S):
     """Run each callable of ``fns`` ``warmup`` times, then ``reps`` rounds of all of them in turn, so
-    that a change in machine load hits every contender alike. Returns ``{name: [seconds]}``."""
+    that a change in machine load hits every contender alike. Returns ``{name: [seconds]}``.
+
+    Each run starts ``settle_s`` after the previous one ended (untimed): the thread pools of both
+    torch (OpenMP) and ONNX Runtime spin-wait after a run, and without the pause they take the cores
+    from the next contender (the style network at 256 px: 67 ms alone, 115 ms right after ONNX Runtime).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     out = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
+            time.sleep(settle_s)
             t = time.perf_counter()
             fn()
             out[k].append(time.perf_counter() - t)
@@ -182,6 +191,13 @@ def eager_style(module):
     return net
 
 
+def served(module, x):
+    """``module(x)`` as the server runs it (``engine.plain_execution``: no TorchScript profiling executor)."""
+    from imgapi.engine import plain_execution
+    with plain_execution():
+        return module(x)
+
+
 def eager_sr(module):
     """``SRResNet`` with the shapes of a traced SR module (random weights: only its FLOPs are used)."""
     from model.srresnet import SRResNet
@@ -240,7 +256,7 @@ def bench_networks(modules, threads, peak, tmp, quick):
                 ours_y = module(x)
             theirs_y = sess.run(None, {"x": x.numpy()})[0]
             with torch.inference_mode():
-                t = interleaved({"ours": lambda: module(x), "ort": lambda: sess.run(None, {"x": x.numpy()})},
+                t = interleaved({"ours": lambda: served(module, x), "ort": lambda: sess.run(None, {"x": x.numpy()})},
                                 1 if quick else reps, warmup=1 if side >= 256 else 2)
             ours, ort = statistics.median(t["ours"]), statistics.median(t["ort"])
             rows.append({
@@ -283,7 +299,7 @@ def bench_serving(weights, modules, threads, quick):
 
         def bare():
             with torch.inference_mode():
-                module(x)
+                served(module, x)
 
         out = Image.open(io.BytesIO(base64.b64decode(request().get_json()["image"])))
         t = interleaved({"e2e": request, "bare": bare}, 1 if quick else reps, warmup=1)
