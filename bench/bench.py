@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,8 +183,13 @@ def count_flops(module, x, eager_factory=None):
 
 def eager_style(module):
     """``TransformerNet`` with the shapes (and weights) of a traced style module."""
+    from model.rewrites import unfactor_conv
     from model.transformer_net import TransformerNet
-    sd = module.state_dict()
+    sd = dict(module.state_dict())
+    if "deconv3.conv.0.weight" in sd:  # the export's factored output convolution, back to 9x9
+        rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
+                                      bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
+        sd["deconv3.conv.weight"], sd["deconv3.conv.bias"] = unfactor_conv(rows, cols)
     c = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
     blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
     net = TransformerNet(channels=c, residual_blocks=blocks).eval()
@@ -230,7 +236,7 @@ def bench_peak(quick):
     rows = []
     for n in (1024, 2048) if quick else (1024, 2048, 3072):
         a, b, c = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
-        t = interleaved({"mm": lambda: torch.mm(a, b, out=c)}, 3 if quick else 10, warmup=2)["mm"]
+        t = interleaved({"mm": lambda: torch.mm(a, b, out=c)}, 3 if quick else 10, warmup=2, settle_s=0)["mm"]
         rows.append({"n": n, "ms": median_ms(t), "gflops": round(2 * n ** 3 / statistics.median(t) / 1e9, 1)})
     return {"sizes": rows, "gflops": max(r["gflops"] for r in rows)}
 
@@ -280,9 +286,9 @@ def bench_serving(weights, modules, threads, quick):
     cfg = Config(weights_dir=weights, torch_threads=threads)
     client = create_app(cfg).test_client()
     rows = []
-    for route, side, reps, role, fields in (("/upscale", 128, 5, "srgan", {"model": "srgan"}),
-                                            ("/upscale", 256, 3, "srgan", {"model": "srgan"}),
-                                            ("/stylize", 512, 5, "style/bench", {"style": "bench"})):
+    for route, side, reps, role, fields in (("/upscale", 128, 7, "srgan", {"model": "srgan"}),
+                                            ("/upscale", 256, 5, "srgan", {"model": "srgan"}),
+                                            ("/stylize", 512, 9, "style/bench", {"style": "bench"})):
         img = photo(side)
         buf = io.BytesIO()
         img.save(buf, "PNG")
@@ -442,7 +448,10 @@ m = ModelStore(cfg).get("srgan")
 img = photo(int(sys.argv[1]))
 before = status("VmRSS:")
 out, _ = engine.upscale(m.module, img, None, scale=4, tile=cfg.tile, overlap=cfg.tile_overlap)
-print(json.dumps({"rss_before": before, "peak": status("VmHWM:"), "output": list(out.size),
+first = status("VmHWM:")
+del out
+out, _ = engine.upscale(m.module, img, None, scale=4, tile=cfg.tile, overlap=cfg.tile_overlap)  # warm
+print(json.dumps({"rss_before": before, "first": first, "peak": status("VmHWM:"), "output": list(out.size),
                   "tile": cfg.tile, "overlap": cfg.tile_overlap}))
 """
 
@@ -457,11 +466,14 @@ def bench_rss(weights, threads, quick):
             raise RuntimeError(f"RSS child failed: {r.stderr[-2000:]}")
         d = json.loads(r.stdout.strip().splitlines()[-1])
         rows.append({"input": side, "output": d["output"], "peak_rss_mb": round(d["peak"] / 2 ** 20, 1),
+                     "first_request_peak_rss_mb": round(d["first"] / 2 ** 20, 1),
                      "rss_after_load_mb": round(d["rss_before"] / 2 ** 20, 1), "tile": d["tile"],
                      "overlap": d["overlap"], "seconds": round(time.perf_counter() - t, 1)})
-        print(f"  upscale {side}px: peak RSS {rows[-1]['peak_rss_mb']} MB", flush=True)
+        print(f"  upscale {side}px: peak RSS {rows[-1]['first_request_peak_rss_mb']} MB on the first request, "
+              f"{rows[-1]['peak_rss_mb']} MB over two", flush=True)
     for r in rows:
         r["ratio_to_first"] = round(r["peak_rss_mb"] / rows[0]["peak_rss_mb"], 2)
+        r["first_request_ratio"] = round(r["first_request_peak_rss_mb"] / rows[0]["first_request_peak_rss_mb"], 2)
     return rows
 
 
@@ -479,8 +491,9 @@ def targets(res):
         ("serving overhead <= 10% (every route)", max(r["overhead"] for r in serve),
          ", ".join(f"{r['route']} {r['input']}px {r['overhead']:+.1%}" for r in serve),
          max(r["overhead"] for r in serve) <= 0.10),
-        (f"peak RSS at {rss[-1]['input']}px <= 1.5x that at {rss[0]['input']}px", rss[-1]["ratio_to_first"],
-         f"{rss[-1]['ratio_to_first']:.2f}x", rss[-1]["ratio_to_first"] <= 1.5),
+        (f"peak RSS at {rss[-1]['input']}px <= 1.5x that at {rss[0]['input']}px (warm: peak over two requests)",
+         rss[-1]["ratio_to_first"], f"{rss[-1]['ratio_to_first']:.2f}x (first request alone: "
+         f"{rss[-1]['first_request_ratio']:.2f}x)", rss[-1]["ratio_to_first"] <= 1.5),
         ("cold start beyond import torch < 0.5 s (local weights)", res["cold_start"]["local"]["beyond_torch"],
          f"{res['cold_start']['local']['beyond_torch']:.3f} s", res["cold_start"]["local"]["beyond_torch"] < 0.5),
     ]
@@ -561,11 +574,17 @@ def markdown(res):
         f"## Peak memory of an upscale through the tiled engine (tile {res['rss'][0]['tile']}, "
         f"overlap {res['rss'][0]['overlap']})",
         "",
-        "| input | output | peak RSS MB | RSS after model load MB | ratio |",
-        "| --- | --- | --- | --- | --- |",
+        "A fresh process per input size loads the model, upscales the image, then upscales it again (a warm "
+        "server). The kept glibc heap (`engine.keep_freed_memory`) grows on the second forward as it "
+        "fragments, then stays: the warm peak is what a server holds.",
+        "",
+        "| input | output | peak RSS, first request MB | peak RSS, warm MB | RSS after model load MB "
+        "| ratio warm | ratio first request |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | {r['peak_rss_mb']} | "
-              f"{r['rss_after_load_mb']} | {r['ratio_to_first']:.2f} |" for r in res["rss"]]
+    lines += [f"| {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | "
+              f"{r['first_request_peak_rss_mb']} | {r['peak_rss_mb']} | {r['rss_after_load_mb']} | "
+              f"{r['ratio_to_first']:.2f} | {r['first_request_ratio']:.2f} |" for r in res["rss"]]
     return "\n".join(lines) + "\n"
 
 

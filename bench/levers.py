@@ -1,9 +1,10 @@
-"""The levers of docs/performance.md, each A/B timed interleaved in one run (about 3 minutes on 2 cores).
+"""The earlier levers of docs/performance.md, each A/B timed interleaved in one run (about 3 minutes on 2 cores).
 
     python -m bench.levers
 
 * SR export: plain trace (as before) vs BatchNorm folded vs folded + channels_last (what
-  ``training.train_sr.export()`` now writes) vs that frozen, with ONNX Runtime alongside, 128x128 input;
+  ``training.train_sr.export()`` wrote before it also rewrote the tail) vs that frozen, with ONNX Runtime
+  alongside, 128x128 input;
 * glibc heap kept between forwards (``engine.keep_freed_memory``) or not: fresh interpreters, forward
   time and minor page faults per forward;
 * tile size 192 vs 256 on a 512x512 upscale through the engine.

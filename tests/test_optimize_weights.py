@@ -41,6 +41,7 @@ def test_old_style_file_is_reexported_verified_and_rehashed(tmp_path, capsys):
     new = torch.jit.load(str(tmp_path / "style_old.pt")).eval()
     w = new.state_dict()["conv1.conv.weight"]
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert "deconv3.conv.0.weight" in new.state_dict()  # the factored output convolution
     x = torch.rand(1, 3, 45, 31)
     with torch.inference_mode():
         torch.testing.assert_close(new(x), old(x), atol=1e-5, rtol=0)

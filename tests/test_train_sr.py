@@ -2,7 +2,6 @@
 seconds per phase; the traced output must load and upscale, and the manifest must describe it."""
 import json
 
-import pytest
 import torch
 
 from model.vgg import VGG16Features
@@ -67,32 +66,3 @@ def test_exported_sr_network_gives_the_trained_networks_output_at_any_size(tmp_p
         x = torch.rand(shape)
         with torch.inference_mode():
             torch.testing.assert_close(served(x), net(x), atol=2e-5, rtol=0)
-
-
-@pytest.mark.parametrize("k", [3, 5, 9])
-def test_factored_convolution_computes_the_same_sums(k):
-    from model.srresnet import factor_conv
-    torch.manual_seed(k)
-    conv = torch.nn.Conv2d(6, 3, k, padding=k // 2)
-    x = torch.randn(1, 6, 11, 14)
-    with torch.no_grad():
-        torch.testing.assert_close(factor_conv(conv)(x), conv(x), atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("k", [3, 5, 9])
-def test_convolution_moved_before_the_pixel_shuffle_computes_the_same_image(k):
-    from model.srresnet import fold_shuffle_into_conv
-    torch.manual_seed(k)
-    conv = torch.nn.Conv2d(4, 3, k, padding=k // 2)
-    v = torch.randn(1, 16, 7, 10)
-    shuffle = torch.nn.PixelShuffle(2)
-    with torch.no_grad():
-        torch.testing.assert_close(shuffle(fold_shuffle_into_conv(conv)(v)), conv(shuffle(v)), atol=1e-5, rtol=0)
-
-
-def test_rewrites_refuse_convolutions_they_cannot_reproduce():
-    from model.srresnet import factor_conv, fold_shuffle_into_conv
-    with pytest.raises(ValueError):
-        factor_conv(torch.nn.Conv2d(4, 3, 3, stride=2, padding=1))
-    with pytest.raises(ValueError):
-        fold_shuffle_into_conv(torch.nn.Conv2d(4, 3, 3, padding=0))

@@ -36,11 +36,10 @@ KINDS = ("sr", "style")
 
 
 def rebuild_style(traced):
-    """The eager ``TransformerNet`` holding a traced module's weights, or None if its convolution weights
-    are already channels_last (exported by the current ``train_style.export()``)."""
+    """The eager ``TransformerNet`` holding a traced module's weights, or None if it is already in the
+    current export's form (its output convolution factored: ``deconv3.conv.0.weight``)."""
     sd = traced.state_dict()
-    w = sd["conv1.conv.weight"]
-    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+    if "deconv3.conv.0.weight" in sd:
         return None
     channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
     blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
@@ -102,7 +101,8 @@ def optimize(weights_dir, name, entry, tolerance):
     old = torch.jit.load(str(path), map_location="cpu").eval()
     style = entry.get("kind") == "style"
     if style:
-        net, export, done = rebuild_style(old), train_style.export, "channels_last, layout-keeping instance norm"
+        net, export = rebuild_style(old), train_style.export
+        done = "channels_last, layout-keeping instance norm, output conv factored"
     else:
         net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
         export, done = train_sr.export, "BatchNorm folded, channels_last, shuffle folded into a factored tail"

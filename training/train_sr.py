@@ -22,7 +22,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.discriminator import Discriminator
-from model.srresnet import SRResNet, factor_conv, fold_shuffle_into_conv
+from model.rewrites import factor_conv, fold_shuffle_into_conv
+from model.srresnet import SRResNet
 from model.vgg import VGG16Features
 from training import metrics
 from training.manifest import update_manifest
@@ -114,9 +115,9 @@ def export(net, path):
 
     The traced copy has BatchNorm folded into the convolutions and its weights in channels_last, so
     oneDNN runs every convolution in NHWC without reorders (about 2x faster on 2 cores). Its last pixel
-    shuffle moves behind the 9x9 tail (``model.srresnet.fold_shuffle_into_conv``: the PReLU before it
+    shuffle moves behind the 9x9 tail (``model.rewrites.fold_shuffle_into_conv``: the PReLU before it
     takes each channel's slope four times), and the tail is factored into 1xk and kx1 convolutions
-    (``model.srresnet.factor_conv``): the tail took a quarter of the time at 40 GFLOP/s, and the shuffle
+    (``model.rewrites.factor_conv``): the tail took a quarter of the time at 40 GFLOP/s, and the shuffle
     was a memory-bound copy of the largest tensor; docs/performance.md. ``net`` itself is left as it
     was (training goes on with it).
     """
