@@ -60,6 +60,12 @@ def median_ms(times):
 SETTLE_S = 0.05
 
 
+def paired_ratio(a, b):
+    """Median of ``a[i] / b[i]`` over the rounds of :func:`interleaved`: each pair ran back to back, so a
+    change in machine load between rounds cancels out (this VM's speed drifts 10-30 % within minutes)."""
+    return round(statistics.median(x / y for x, y in zip(a, b)), 3)
+
+
 def interleaved(fns, reps, warmup=1, settle_s=SETTLE_S):
     """Run each callable of ``fns`` ``warmup`` times, then ``reps`` rounds of all of them in turn, so
     that a change in machine load hits every contender alike. Returns ``{name: [seconds]}``.
@@ -270,7 +276,7 @@ def bench_networks(modules, threads, peak, tmp, quick):
                 "ms": median_ms(t["ours"]), "gflops": round(flops / ours / 1e9, 1),
                 "of_peak": round(flops / ours / 1e9 / peak, 3),
                 "ort_ms": median_ms(t["ort"]), "ort_gflops": round(flops / ort / 1e9, 1),
-                "ours_over_ort": round(ours / ort, 3),
+                "ours_over_ort": paired_ratio(t["ours"], t["ort"]),
                 "max_abs_diff_vs_ort": float(np.abs(ours_y.numpy() - theirs_y).max()),
                 "repeats": len(t["ours"]),
             })
@@ -309,9 +315,8 @@ def bench_serving(weights, modules, threads, quick):
 
         out = Image.open(io.BytesIO(base64.b64decode(request().get_json()["image"])))
         t = interleaved({"e2e": request, "bare": bare}, 1 if quick else reps, warmup=1)
-        e2e, fwd = statistics.median(t["e2e"]), statistics.median(t["bare"])
         rows.append({"route": route, "input": side, "output": list(out.size), "e2e_ms": median_ms(t["e2e"]),
-                     "forward_ms": median_ms(t["bare"]), "overhead": round(e2e / fwd - 1, 3),
+                     "forward_ms": median_ms(t["bare"]), "overhead": round(paired_ratio(t["e2e"], t["bare"]) - 1, 3),
                      "response_png_bytes": len(base64.b64decode(request().get_json()["image"])),
                      "tile": cfg.tile, "overlap": cfg.tile_overlap, "repeats": len(t["e2e"])})
         print(f"  {route} {side}px: e2e {rows[-1]['e2e_ms']} ms vs forward {rows[-1]['forward_ms']} ms "
@@ -510,7 +515,8 @@ def markdown(res):
         f"torch {m['torch']}, ONNX Runtime {m['onnxruntime']}, glibc heap kept between forwards "
         f"(`engine.keep_freed_memory`, as the server does): {'yes' if m['keep_freed_memory'] else 'no'}. "
         "Medians over repeats after warm-up; "
-        "ratios compare contenders timed interleaved in this same run.",
+        "ratios compare contenders timed interleaved in this same run, each the median of the ratios of "
+        "back-to-back pairs, every run starting 50 ms after the last ended (spinning thread pools settle).",
         "",
         "Models: " + "; ".join(f"`{k}` = {v}" for k, v in m["sources"].items()) + ".",
         "",
