@@ -616,9 +616,10 @@ def main(argv=None):
             print(f"{k}: {v}", flush=True)
         modules = {k: torch.jit.load(str(weights / f), map_location="cpu").eval()
                    for k, f in (("srgan", "srgan.pt"), ("style/bench", "style_bench.pt"))}
-        folded = not any(".bn" in k for k in modules["srgan"].state_dict())
-        sources["srgan"] += (", BatchNorm folded + channels_last" if folded else
-                             ", plain trace (tools/optimize_weights.py would fold BatchNorm, channels_last)")
+        current = {"srgan": "tail.0.0.weight", "style/bench": "deconv3.conv.0.weight"}
+        for role, key in current.items():
+            sources[role] += (", in the form the current export writes" if key in modules[role].state_dict() else
+                              ", traced by an older export (python -m tools.optimize_weights re-exports it)")
         print("matmul peak", flush=True)
         res["peak"] = bench_peak(args.quick)
         print(f"  {res['peak']['gflops']} GFLOP/s", flush=True)
