@@ -65,7 +65,7 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
     pixels = torch.from_numpy(np.array(rgb))  # (H, W, 3) uint8, writable (torch warns on read-only arrays)
     with torch.inference_mode():
         # (1, 3, H, W) with channels_last strides, as the shipped modules compute: no layout copy.
-        x = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        x = torch.div(pixels.permute(2, 0, 1).unsqueeze(0), 255.0)  # one pass: uint8 / float -> float32
         with plain_execution():
             y = module(x)
         if tuple(y.shape) != tuple(x.shape):
