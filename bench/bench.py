@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,19 +187,9 @@ def count_flops(module, x, eager_factory=None):
 
 
 def eager_style(module):
-    """``TransformerNet`` with the shapes (and weights) of a traced style module."""
-    from model.rewrites import unfactor_conv
-    from model.transformer_net import TransformerNet
-    sd = dict(module.state_dict())
-    if "deconv3.conv.0.weight" in sd:  # the export's factored output convolution, back to 9x9
-        rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
-                                      bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
-        sd["deconv3.conv.weight"], sd["deconv3.conv.bias"] = unfactor_conv(rows, cols)
-    c = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
-    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
-    net = TransformerNet(channels=c, residual_blocks=blocks).eval()
-    net.load_state_dict(sd, strict=True)
-    return net
+    """``TransformerNet`` with the shapes (and weights) of a traced style module, in its textbook form."""
+    from model.transformer_net import from_state_dict
+    return from_state_dict(module.state_dict())
 
 
 def served(module, x):

@@ -164,3 +164,23 @@ class TransformerNet(nn.Module):
         if self.training:
             return y
         return y.clamp(0.0, 1.0)
+
+
+def from_state_dict(state):
+    """The textbook ``TransformerNet`` (eval mode) of the shapes in ``state`` (a trained network's or a traced
+    file's ``state_dict()``), holding its weights. The export's factored output convolution
+    (``deconv3.conv.0`` / ``.1``, ``model.rewrites.factor_conv``) is turned back into the 9x9 one."""
+    from types import SimpleNamespace
+
+    from model.rewrites import unfactor_conv
+    sd = dict(state)
+    if "deconv3.conv.0.weight" in sd:
+        rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
+                                      bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
+        sd["deconv3.conv.weight"], sd["deconv3.conv.bias"] = unfactor_conv(rows, cols)
+    channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
+    net = TransformerNet(channels=channels, residual_blocks=blocks)
+    net.load_state_dict(sd, strict=True)
+    return net.eval()
+

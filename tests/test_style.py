@@ -206,3 +206,14 @@ def test_training_smoke_run_produces_a_servable_style(tmp_path):
     train_style.main(args + ["--max-steps", "5"])
     entry = json.loads((out / "manifest.json").read_text())["models"]["style/stripes"]
     assert entry["training"]["steps"] == 5
+
+
+def test_textbook_network_is_rebuilt_from_an_exported_file(tmp_path):
+    from model.transformer_net import from_state_dict
+    net = trained_looking_net()
+    export(net, tmp_path / "style.pt")
+    rebuilt = from_state_dict(torch.jit.load(str(tmp_path / "style.pt")).state_dict())
+    rebuilt.fused_norm = False  # the graph ONNX Runtime is given in make bench
+    x = torch.rand(1, 3, 30, 22)
+    with torch.inference_mode():
+        torch.testing.assert_close(rebuilt(x), textbook(net)(x), atol=1e-6, rtol=0)

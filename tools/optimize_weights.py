@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from model.srresnet import SRResNet
-from model.transformer_net import TransformerNet
+from model.transformer_net import from_state_dict
 from training import train_sr, train_style
 from training.manifest import sha256_file, update_manifest
 
@@ -41,11 +41,7 @@ def rebuild_style(traced):
     sd = traced.state_dict()
     if "deconv3.conv.0.weight" in sd:
         return None
-    channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
-    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
-    net = TransformerNet(channels=channels, residual_blocks=blocks)
-    net.load_state_dict(sd, strict=True)
-    return net.eval()
+    return from_state_dict(sd)
 
 
 def rebuild(traced, bicubic_skip=True):
