@@ -12,13 +12,11 @@
 The network is ``SRResNet()`` with random (seeded) weights and BatchNorm statistics, so folding is tested on
 non-trivial statistics; speed does not depend on the values.
 """
-import copy
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch

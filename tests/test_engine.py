@@ -1,5 +1,4 @@
 """The image path of /upscale: decoding every kind of input to sRGB(A), and the tiled engine."""
-import io
 
 import numpy as np
 import pytest
