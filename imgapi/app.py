@@ -16,7 +16,8 @@ import torch
 
 # torch leaves ~170k objects to the cyclic garbage collector, and every collection walks them all: the
 # collections that Flask's import triggers (its typing annotations compile strings) took 0.2 of its 0.29 s
-# (docs/performance.md). Frozen, they are never walked again; nothing frozen is kept alive by it.
+# (docs/performance.md). Frozen, they are never walked again. Reference counting still frees them; only
+# a reference cycle among frozen objects would outlive its use, and these are module-level objects.
 gc.freeze()
 
 from flask import Flask, Response, g, jsonify, request, send_file  # noqa: E402
