@@ -46,16 +46,13 @@ def rebuild_style(traced):
 
 def rebuild(traced, bicubic_skip=True):
     """The eager ``SRResNet`` holding a traced module's weights, or None if it is already in the current
-    form (BatchNorm folded and the tail factored: ``tail.0.weight``).
+    form (BatchNorm folded, the tail moved behind the last shuffle and factored: ``tail.0.0.weight``).
 
     A file with BatchNorm folded but the old 9x9 tail gets identity BatchNorm layers, which the
     re-export folds away again."""
     sd = traced.state_dict()
     if "tail.0.0.weight" in sd:
         return None
-    if "tail.0.weight" in sd:
-        raise SystemExit("the traced SR file has a factored tail of an earlier export; retrace it from its "
-                         "checkpoint (make train-gpu resumes) instead")
     channels = sd["head.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
     net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=bicubic_skip)
