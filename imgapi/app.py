@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # torch leaves ~170k objects to the cyclic garbage collector, and every collection walks them all: the
@@ -159,7 +160,8 @@ def create_app(config=None, store=None):
         if config.max_response_bytes and len(png) * 4 // 3 + 1024 > config.max_response_bytes:
             png = images.encode_png(rgb, alpha, compress_level=6)  # slower, smaller: may still fit inline
         g.bytes_out = len(png)
-        meta = dict(meta, width=rgb.width, height=rgb.height,
+        width, height = images.size_of(rgb)
+        meta = dict(meta, width=width, height=height,
                     elapsed_ms=round((time.perf_counter() - g.t0) * 1000))
         inline = len(png) * 4 // 3 + 1024
         if config.max_response_bytes and inline > config.max_response_bytes:
@@ -249,14 +251,15 @@ def create_app(config=None, store=None):
         preserve = _bool("preserve_color")
         max_side = _number("max_side", 1024, 16, config.max_side_limit, int)
         data = _upload(config)
-        rgb, alpha = images.decode(data, config.max_stylize_pixels)
-        k = min(1.0, max_side / max(rgb.size))
-        check_result_fits(round(rgb.width * k), round(rgb.height * k), 3 if alpha is None else 4)
+        rgb, alpha = images.decode(data, config.max_stylize_pixels, arrays=True)  # no copies into PIL and out
+        width, height = images.size_of(rgb)
+        k = min(1.0, max_side / max(width, height))
+        check_result_fits(round(width * k), round(height * k), 3 if alpha is None else 4)
         m = model(f"style/{raw}")
         out = run(lambda: run_style(m.module, rgb, strength=strength, preserve_color=preserve,
                                     max_side=max_side))
-        if alpha is not None and alpha.size != out.size:
-            alpha = alpha.resize(out.size, images.Image.LANCZOS)
+        if alpha is not None and alpha.shape != out.shape[:2]:
+            alpha = np.asarray(images.Image.fromarray(alpha, "L").resize(images.size_of(out), images.Image.LANCZOS))
         return respond(out, alpha, {"model": f"style/{raw}", "style": raw, "sha256": m.sha256[:12],
                                     "strength": strength, "preserve_color": preserve})
 

@@ -20,6 +20,11 @@ try:  # the same API, 2-3x faster deflate (SIMD chosen at run time); optional
 except ImportError:  # pragma: no cover - the standard library's zlib
     _zlib = zlib
 
+try:  # libspng: a plain 8-bit PNG in about half Pillow's time (SIMD unfiltering); optional
+    import pyspng
+except ImportError:  # pragma: no cover - Pillow decodes every PNG
+    pyspng = None
+
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 _SRGB = ImageCms.createProfile("sRGB")
 
@@ -33,12 +38,16 @@ def _check_pixels(width, height, max_pixels):
                        f"this route accepts at most {max_pixels} pixels")
 
 
-def decode(data, max_pixels):
+def decode(data, max_pixels, arrays=False):
     """Bytes of an upload -> ``(rgb, alpha)``: an 8-bit sRGB ``RGB`` image and an ``L`` alpha or None.
 
     EXIF orientation is applied, an embedded ICC profile is converted to sRGB, and palette,
     grayscale, CMYK, 16-bit and float images are mapped to 8-bit. Only the first frame of an
-    animation is used.
+    animation is used. ``arrays=True`` returns numpy arrays instead: ``(H, W, 3)`` and ``(H, W)`` uint8.
+
+    A plain 8-bit RGB(A) PNG (:func:`_plain_png_channels`) is decoded by libspng (PyPI ``pyspng``) when
+    installed: 6.5 instead of 14 ms for a 512-px photo to an array (docs/performance.md). Anything it
+    refuses goes to Pillow, which decides for every other upload.
     """
     if not data:
         raise ApiError(400, "empty_image", "the uploaded image is empty (0 bytes)")
@@ -56,6 +65,12 @@ def decode(data, max_pixels):
     except Exception as exc:  # Pillow raises many types on hostile headers
         raise ApiError(415, "invalid_image", f"the image header could not be read ({type(exc).__name__})") from None
     _check_pixels(img.width, img.height, max_pixels)
+    pixels = _decode_plain_png(data, img.size) if img.format == "PNG" else None
+    if pixels is not None:
+        rgb, alpha = pixels[..., :3], (pixels[..., 3] if pixels.shape[2] == 4 else None)
+        if arrays:
+            return rgb, alpha
+        return Image.fromarray(rgb, "RGB"), None if alpha is None else Image.fromarray(alpha, "L")
     try:
         img.seek(0)
         img.load()
@@ -67,7 +82,52 @@ def decode(data, max_pixels):
         raise ApiError(415, "invalid_image",
                        f"the {img.format} image could not be decoded ({type(exc).__name__}: "
                        f"{str(exc)[:120]})") from None
+    if arrays:
+        return np.asarray(rgb), None if alpha is None else np.asarray(alpha)
     return rgb, alpha
+
+
+# Ancillary chunks that change nothing in what decode returns for an 8-bit RGB(A) PNG: Pillow keeps them
+# in ``info`` only. Any other chunk (iCCP, eXIf, tRNS, text that may hold EXIF, APNG frames, a palette)
+# sends the file to Pillow's path, which acts on it.
+_PLAIN_CHUNKS = frozenset([b"IHDR", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"tIME", b"bKGD",
+                           b"sBIT"])
+_MAX_PLAIN_CHUNKS = 10000  # libpng writes 8 KB IDAT chunks: 80 MB of them; more goes to Pillow
+
+
+def _plain_png_channels(data):
+    """3 or 4 when ``data`` is a non-interlaced 8-bit RGB or RGBA PNG of :data:`_PLAIN_CHUNKS` only, else None."""
+    if len(data) < 33 or data[:16] != b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR":
+        return None
+    depth, color, _, _, interlace = data[24:29]
+    channels = {2: 3, 6: 4}.get(color)
+    if depth != 8 or interlace != 0 or channels is None:
+        return None
+    pos = 8
+    for _ in range(_MAX_PLAIN_CHUNKS):
+        if pos + 8 > len(data):
+            return None
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind not in _PLAIN_CHUNKS:
+            return None
+        if kind == b"IEND":
+            return channels
+        pos += size + 12
+    return None
+
+
+def _decode_plain_png(data, size):
+    """``(H, W, 3 or 4)`` uint8 pixels of a plain PNG (:func:`_plain_png_channels`) by libspng, or None:
+    not plain, no ``pyspng``, or refused by libspng (CRC, truncation, ...; Pillow then decides)."""
+    channels = _plain_png_channels(data) if pyspng is not None else None
+    if channels is None:
+        return None
+    try:
+        a = pyspng.load(data, "RGBA" if channels == 4 else "RGB")
+    except Exception:  # libspng refuses what Pillow may read (it checks every CRC): Pillow's path decides
+        return None
+    width, height = size
+    return a if a.dtype == np.uint8 and a.shape == (height, width, channels) else None
 
 
 def _orient(img):
@@ -115,7 +175,8 @@ def _to_srgb(img):
 
 
 def encode_png(rgb, alpha=None, compress_level=None):
-    """PNG bytes of ``rgb`` (and ``alpha`` as its alpha channel when given).
+    """PNG bytes of ``rgb`` (and ``alpha`` as its alpha channel when given): PIL images, or uint8 arrays
+    ``(H, W, 3)`` and ``(H, W)``.
 
     By default (``compress_level=None``) the fast writer :func:`png_bytes`: every row "Up"-filtered and
     Huffman-coded without string matching. On a 512x512 stylized photo that is 10 ms for 380 kB against
@@ -124,21 +185,36 @@ def encode_png(rgb, alpha=None, compress_level=None):
     time only to fit a size limit.
     """
     if compress_level is None:
-        a = np.asarray(rgb.convert("RGB") if rgb.mode != "RGB" else rgb)
+        a = _pixels(rgb, "RGB")
         if alpha is not None:
-            a = np.dstack([a, np.asarray(alpha.convert("L") if alpha.mode != "L" else alpha)])
+            a = np.dstack([a, _pixels(alpha, "L")])
         return png_bytes(a)
-    img = rgb
+    img = _image(rgb, "RGB")
     if alpha is not None:
-        img = rgb.copy()
-        img.putalpha(alpha)
+        img = img.copy() if img is rgb else img
+        img.putalpha(_image(alpha, "L"))
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
+def size_of(img):
+    """``(width, height)`` of a PIL image or of an ``(H, W, ...)`` array."""
+    return (img.shape[1], img.shape[0]) if isinstance(img, np.ndarray) else img.size
+
+
+def _pixels(img, mode):
+    if isinstance(img, np.ndarray):
+        return img
+    return np.asarray(img.convert(mode) if img.mode != mode else img)
+
+
+def _image(img, mode):
+    return Image.fromarray(np.ascontiguousarray(img), mode) if isinstance(img, np.ndarray) else img
+
+
 def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", _zlib.crc32(data, _zlib.crc32(kind)))
 
 
 def png_bytes(a):
@@ -196,7 +272,7 @@ def _huffman_zlib(rows):
                 _pool = ThreadPoolExecutor(DEFLATE_THREADS, thread_name_prefix="png")
         futures = [_pool.submit(_deflate_raw, p, i == parts - 1) for i, p in enumerate(pieces)]
         body = [f.result() for f in futures]
-    return b"".join([b"\x78\x01", *body, struct.pack(">I", zlib.adler32(data))])
+    return b"".join([b"\x78\x01", *body, struct.pack(">I", _zlib.adler32(data))])
 
 
 def png_size_bound(width, height, channels):

@@ -1,4 +1,4 @@
-"""Fast neural style transfer inference: one PIL image in, one PIL image out.
+"""Fast neural style transfer inference: one image in (PIL or a uint8 array), one of the same kind out.
 
 Tensor contract of the style modules (``weights/style_<name>.pt``, TorchScript traced from
 ``model.transformer_net.TransformerNet``): input ``(1, 3, H, W)`` float32 RGB in [0, 1], any H, W >= 1;
@@ -42,27 +42,37 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
     """Restyle an image with a style module.
 
     ``module``: a style network following the tensor contract in this module's docstring.
-    ``rgb``: PIL image in mode ``"RGB"`` (8-bit sRGB), EXIF orientation already applied; alpha is the caller's.
+    ``rgb``: PIL image in mode ``"RGB"`` (8-bit sRGB), or its pixels as an ``(H, W, 3)`` uint8 array (the
+    server's form: no copies in and out of PIL); EXIF orientation already applied; alpha is the caller's.
     ``strength``: 0.0 to 1.0, linear blend in sRGB of the (shrunk) original (0) and the stylized image (1).
     ``preserve_color``: keep the original's chroma (Cb, Cr of BT.601 YCbCr) and take only the stylized
     luminance, so the style contributes texture but not its palette.
     ``max_side``: longest side in pixels the image is stylized at; larger inputs are shrunk first (Lanczos,
     aspect kept). The result has the shrunk size.
 
-    Returns an ``"RGB"`` PIL image. Raises ``ValueError`` for values outside these ranges.
+    Returns an ``"RGB"`` PIL image, or an ``(H, W, 3)`` uint8 array when given one. Raises ``ValueError``
+    for values outside these ranges.
     """
-    if rgb.mode != "RGB":
+    as_array = isinstance(rgb, np.ndarray)
+    if as_array and (rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3):
+        raise ValueError(f"pixels of dtype {rgb.dtype} and shape {rgb.shape} are not supported. "
+                         "Supported: uint8 (H, W, 3)")
+    if not as_array and rgb.mode != "RGB":
         raise ValueError(f"image mode {rgb.mode!r} is not supported. Supported modes: 'RGB'")
     strength = float(strength)
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength {strength} is out of range. Allowed: 0.0 to 1.0")
     if int(max_side) < 1:
         raise ValueError(f"max_side {max_side} is out of range. Allowed: an integer >= 1")
-    rgb = shrink_to(rgb, int(max_side))
+    if as_array and max(rgb.shape[:2]) > int(max_side):  # the shrinking (Lanczos) is Pillow's
+        rgb = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if not isinstance(rgb, np.ndarray):
+        rgb = np.asarray(shrink_to(rgb, int(max_side)))  # read-only: torch warns on those, so copied below
+    finish = (lambda a: a) if as_array else (lambda a: Image.fromarray(a, "RGB"))
     if strength == 0.0:
-        return rgb.copy()
+        return finish(rgb.copy())
 
-    pixels = torch.from_numpy(np.array(rgb))  # (H, W, 3) uint8, writable (torch warns on read-only arrays)
+    pixels = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy())  # (H, W, 3) uint8
     with torch.inference_mode():
         # (1, 3, H, W) with channels_last strides, as the shipped modules compute: no layout copy.
         x = torch.div(pixels.permute(2, 0, 1).unsqueeze(0), 255.0)  # one pass: uint8 / float -> float32
@@ -73,7 +83,7 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
         if strength == 1.0 and not preserve_color:
             # The common case, in torch (both threads, no float64): the same rounding as below.
             out = y[0].permute(1, 2, 0).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-            return Image.fromarray(np.ascontiguousarray(out.numpy()), "RGB")
+            return finish(np.ascontiguousarray(out.numpy()))
         styled = y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy()
     original = x[0].permute(1, 2, 0).numpy()
 
@@ -82,4 +92,4 @@ def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
         ycc[..., 0] = rgb_to_ycbcr(styled)[..., 0]
         styled = ycbcr_to_rgb(ycc)
     out = strength * styled + (1.0 - strength) * original
-    return Image.fromarray(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8), "RGB")
+    return finish(np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8))

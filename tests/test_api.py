@@ -189,6 +189,20 @@ def test_stylize_max_side_keeps_aspect(client):
     assert (body["width"], body["height"]) == (20, 10)
 
 
+@pytest.mark.parametrize("max_side, size", [("64", (40, 20)), ("20", (20, 10))])
+def test_stylize_keeps_alpha(client, max_side, size):
+    img = photo(40, 20).convert("RGBA")
+    a = np.zeros((20, 40), np.uint8)
+    a[:, 20:] = 255  # the right half opaque
+    img.putalpha(Image.fromarray(a))
+    body = post_image(client, "/stylize", encode(img), style="mosaic", max_side=max_side).get_json()
+    out = decode_png(base64.b64decode(body["image"]))
+    assert out.mode == "RGBA" and out.size == size
+    alpha = np.asarray(out)[..., 3].astype(int)
+    w = size[0]
+    assert alpha[:, :w * 2 // 5].max() < 30 and alpha[:, w * 3 // 5:].min() > 225
+
+
 @pytest.mark.parametrize("fields, status, says", [
     ({"style": "../weights/srgan"}, 400, "mosaic"),
     ({"style": "picasso"}, 400, "mosaic"),

@@ -1,5 +1,8 @@
 """The image path of /upscale: decoding every kind of input to sRGB(A), and the tiled engine."""
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +165,76 @@ def test_networks_run_without_the_profiling_executor_and_the_setting_is_restored
     stylize(style, Image.new("RGB", (8, 8), (10, 20, 30)))
     assert sr.seen == [False] and style.seen == [False]
     assert torch._C._get_graph_executor_optimize() == before
+
+
+class _Spy:
+    """Stands in for the ``pyspng`` module: counts the decodes it is asked for, or refuses to be asked."""
+
+    def __init__(self, real, allowed=True):
+        self.real, self.allowed, self.attempts, self.calls = real, allowed, 0, 0
+
+    def load(self, data, fmt=None):
+        assert self.allowed, "libspng was asked to decode a PNG that Pillow's path must handle"
+        self.attempts += 1
+        out = self.real.load(data, fmt)
+        self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_plain_png_decodes_through_libspng_to_the_same_pixels(monkeypatch, mode):
+    img = photo(37, 23).convert(mode)
+    if mode == "RGBA":
+        img.putalpha(Image.fromarray(np.arange(37 * 23, dtype=np.uint8).reshape(23, 37)))
+    data = encode(img)
+    monkeypatch.setattr(images, "pyspng", None)
+    want = [None if a is None else np.asarray(a) for a in images.decode(data, BIG)]
+    spy = _Spy(pytest.importorskip("pyspng"))
+    monkeypatch.setattr(images, "pyspng", spy)
+    for arrays in (False, True):
+        rgb, alpha = images.decode(data, BIG, arrays=arrays)
+        assert (rgb.mode, rgb.size) == ("RGB", (37, 23)) if not arrays else rgb.shape == (23, 37, 3)
+        np.testing.assert_array_equal(np.asarray(rgb), want[0])
+        assert (alpha is None) == (mode == "RGB")
+        if alpha is not None:
+            np.testing.assert_array_equal(np.asarray(alpha), want[1])
+    assert spy.calls == 2
+
+
+def _with_text(img):
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "hello")
+    return encode(img, pnginfo=info)
+
+
+def _with_exif(img):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    return encode(img, exif=exif)
+
+
+@pytest.mark.parametrize("make, size", [
+    (lambda img: _with_exif(img), (20, 30)),  # eXIf: the orientation is applied
+    (lambda img: encode(img, transparency=(0, 0, 0)), (30, 20)),  # tRNS: becomes alpha
+    (lambda img: encode(img, icc_profile=b"not a profile"), (30, 20)),  # iCCP
+    (_with_text, (30, 20)),  # text may carry EXIF ("Raw profile type exif")
+    (lambda img: encode(img.convert("L")), (30, 20)),  # not RGB(A)
+])
+def test_pngs_with_chunks_that_decode_acts_on_go_to_pillow(monkeypatch, make, size):
+    pytest.importorskip("pyspng")
+    monkeypatch.setattr(images, "pyspng", _Spy(None, allowed=False))
+    rgb, alpha = images.decode(make(photo(30, 20)), BIG)
+    assert rgb.mode == "RGB" and rgb.size == size
+
+
+def test_png_that_libspng_refuses_is_left_to_pillow(monkeypatch):
+    """A row with an undefined filter type: libspng refuses it, and the answer is Pillow's (a 415), not a 500."""
+    spy = _Spy(pytest.importorskip("pyspng"))
+    monkeypatch.setattr(images, "pyspng", spy)
+    raw = b"".join(b"\x00" + row.tobytes() for row in np.asarray(photo(30, 20)))
+    png = images._chunk(b"IHDR", struct.pack(">IIBBBBB", 30, 20, 8, 2, 0, 0, 0)) + images._chunk(
+        b"IDAT", zlib.compress(b"\x07" + raw[1:])) + images._chunk(b"IEND", b"")
+    with pytest.raises(ApiError) as err:
+        images.decode(b"\x89PNG\r\n\x1a\n" + png, BIG)
+    assert err.value.status == 415 and spy.attempts == 1 and spy.calls == 0

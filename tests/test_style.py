@@ -136,6 +136,26 @@ def test_max_side_shrinks_keeping_aspect():
     assert out.size == (100, 40)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"strength": 0.0}, {"strength": 0.5}, {"preserve_color": True},
+                                    {"max_side": 100}])
+def test_pixels_as_an_array_give_the_same_result_as_an_image(kwargs):
+    """The server hands stylize the decoded upload as a uint8 array: the same pixels come back as an array."""
+    photo = smooth_photo(130, 70, seed=2)
+    want = np.asarray(stylize(tiny_net(), photo, **kwargs))
+    pixels = np.array(photo)
+    got = stylize(tiny_net(), pixels, **kwargs)
+    assert isinstance(got, np.ndarray) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pixels, np.asarray(photo))  # the caller's pixels are not written to
+
+
+def test_array_of_another_shape_or_type_is_refused():
+    with pytest.raises(ValueError, match="uint8"):
+        stylize(tiny_net(), np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        stylize(tiny_net(), np.zeros((8, 8, 3), np.float32))
+
+
 @pytest.mark.parametrize("kwargs", [{"strength": 1.5}, {"strength": -0.1}, {"max_side": 0}])
 def test_bad_options_are_refused_with_the_allowed_range(kwargs):
     with pytest.raises(ValueError, match="Allowed"):
