@@ -5,6 +5,7 @@ why each helps is in docs/performance.md.
 """
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def factor_conv(conv):
@@ -78,3 +79,72 @@ def unfactor_conv(rows, cols):
     weight = rows.weight.detach().reshape(out_c, k, -1, k).permute(0, 2, 1, 3).contiguous()
     return weight, None if cols.bias is None else cols.bias.detach().clone()
 
+
+
+# Nearest 2x upsampling then a 3x3 convolution on the reflection-padded result, at the low resolution.
+# Output row 2i + a (a = 0, 1) reads upsampled rows 2i + a - 1 .. 2i + a + 1, that is input rows
+# floor((2i + a + ky - 1) / 2) for the kernel rows ky = 0, 1, 2, clamped at the borders: the reflection
+# padding of a nearest-upsampled image repeats its edge rows, so it is the replicate padding of the input.
+# Each output phase therefore needs only 2 input rows (and 2 columns): tap t of phase a takes the kernel
+# rows ky with floor((a + ky - 1) / 2) = t + a - 1 (a = 0: {0}, {1, 2}; a = 1: {0, 1}, {2}), read at grid
+# row i + a of the replicate-padded input.
+def _phase_taps(a):
+    return [[ky for ky in range(3) if (a + ky - 1) // 2 == t + a - 1] for t in range(2)]
+
+
+def _phase_matrix():
+    """(16, 9): the 2x2 kernels of the four phases (a, b, ty, tx) as sums of the 3x3 kernel's taps."""
+    m = torch.zeros(2, 2, 2, 2, 3, 3)
+    for a in range(2):
+        for b in range(2):
+            for ty, rows in enumerate(_phase_taps(a)):
+                for tx, cols in enumerate(_phase_taps(b)):
+                    for ky in rows:
+                        for kx in cols:
+                            m[a, b, ty, tx, ky, kx] = 1.0
+    return m.reshape(16, 9)
+
+
+class SubpixelUpsampleConv(nn.Module):
+    """Nearest 2x upsampling, reflection padding 1 and a 3x3 convolution, computed at the low resolution.
+
+    A 2x2 convolution of the replicate-padded input writes the four output phases of each pixel (its
+    ``conv``: C -> 4 x O channels, phase (a, b) of output channel o in channel 4 o + 2 (1 - a) + (1 - b)),
+    and a pixel shuffle interleaves them. Exact up to float rounding; 16 multiply-adds per output value
+    instead of 36, 4 x O output channels to vectorise over instead of O, and no upsampled copy of the input
+    to pad and read. The style network's two decoder layers at 512 px: 26 -> 12 and 47 -> 15 ms
+    (docs/performance.md). :func:`subpixel_to_3x3` gives the 3x3 weights back.
+    """
+
+    def __init__(self, conv):
+        super().__init__()
+        out_c, in_c, k, k2 = conv.weight.shape
+        if (k, k2) != (3, 3) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1 \
+                or conv.dilation != (1, 1):
+            raise ValueError("SubpixelUpsampleConv takes the unpadded 3x3 stride-1 convolution of an "
+                             "upsample-reflection-pad-convolve layer")
+        self.conv = nn.Conv2d(in_c, 4 * out_c, 2, bias=conv.bias is not None)
+        w = conv.weight.detach().reshape(out_c * in_c, 9) @ _phase_matrix().T  # (O x C, a b ty tx)
+        w = w.reshape(out_c, in_c, 2, 2, 2, 2).flip(2, 3)  # (a, b) -> (1 - a, 1 - b): shuffle's sub-pixel
+        with torch.no_grad():
+            self.conv.weight.copy_(w.permute(0, 2, 3, 1, 4, 5).reshape(4 * out_c, in_c, 2, 2))
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias.detach().repeat_interleave(4))
+
+    def forward(self, x):
+        y = F.pixel_shuffle(self.conv(F.pad(x, [1, 1, 1, 1], mode="replicate")), 2)
+        # The shuffle put phase (a, b) of grid pixel (m, n) at (2m + 1 - a, 2n + 1 - b); output pixel
+        # (2i + a, 2j + b) is grid pixel (i + a, j + b): one row and column in from the shuffled corner.
+        # The crop is copied into x's layout: instance norm on the strided view took longer than the copy.
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return y[:, :, 1:-1, 1:-1].contiguous(memory_format=layout)
+
+
+def subpixel_to_3x3(weight, bias=None):
+    """The ``(weight, bias)`` of the 3x3 convolution that a :class:`SubpixelUpsampleConv` of ``conv.weight``
+    ``weight`` and ``conv.bias`` ``bias`` computes (least squares of the phase sums: exact up to float
+    rounding); gives the textbook network back for the bench's FLOP count and ONNX Runtime."""
+    out_c, in_c = weight.shape[0] // 4, weight.shape[1]
+    w = weight.detach().reshape(out_c, 2, 2, in_c, 2, 2).permute(0, 3, 1, 2, 4, 5).flip(2, 3)
+    w = torch.linalg.lstsq(_phase_matrix(), w.reshape(out_c * in_c, 16).T).solution.T
+    return w.reshape(out_c, in_c, 3, 3).contiguous(), None if bias is None else bias.detach()[::4].clone()

@@ -168,12 +168,18 @@ class TransformerNet(nn.Module):
 
 def from_state_dict(state):
     """The textbook ``TransformerNet`` (eval mode) of the shapes in ``state`` (a trained network's or a traced
-    file's ``state_dict()``), holding its weights. The export's factored output convolution
-    (``deconv3.conv.0`` / ``.1``, ``model.rewrites.factor_conv``) is turned back into the 9x9 one."""
+    file's ``state_dict()``), holding its weights. The export's rewrites are turned back: its factored output
+    convolution (``deconv3.conv.0`` / ``.1``, ``model.rewrites.factor_conv``) into the 9x9 one, its
+    low-resolution decoder layers (``deconv1.conv`` / ``deconv2.conv``, 2x2,
+    ``model.rewrites.SubpixelUpsampleConv``) into upsampling and 3x3 convolutions."""
     from types import SimpleNamespace
 
-    from model.rewrites import unfactor_conv
+    from model.rewrites import subpixel_to_3x3, unfactor_conv
     sd = dict(state)
+    for layer in ("deconv1", "deconv2"):
+        if f"{layer}.conv.weight" in sd:
+            sd[f"{layer}.conv.conv.weight"], sd[f"{layer}.conv.conv.bias"] = subpixel_to_3x3(
+                sd.pop(f"{layer}.conv.weight"), sd.pop(f"{layer}.conv.bias"))
     if "deconv3.conv.0.weight" in sd:
         rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
                                       bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
@@ -184,3 +190,17 @@ def from_state_dict(state):
     net.load_state_dict(sd, strict=True)
     return net.eval()
 
+
+def rewritten(net):
+    """A copy of ``net`` (eval mode) with the export's exact rewrites of its convolutions: the 9x9 output
+    convolution factored (``model.rewrites.factor_conv``) and the two decoder layers computed at the low
+    resolution (``model.rewrites.SubpixelUpsampleConv``). Same layout and norm form as ``net``: the export
+    adds channels_last; ``make bench`` gives it to ONNX Runtime in NCHW form as well."""
+    import copy
+
+    from model.rewrites import SubpixelUpsampleConv, factor_conv
+    fast = copy.deepcopy(net).eval()
+    fast.deconv3.conv = factor_conv(fast.deconv3.conv)
+    fast.deconv1 = SubpixelUpsampleConv(fast.deconv1.conv.conv)
+    fast.deconv2 = SubpixelUpsampleConv(fast.deconv2.conv.conv)
+    return fast

@@ -42,6 +42,7 @@ def test_old_style_file_is_reexported_verified_and_rehashed(tmp_path, capsys):
     w = new.state_dict()["conv1.conv.weight"]
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     assert "deconv3.conv.0.weight" in new.state_dict()  # the factored output convolution
+    assert new.state_dict()["deconv1.conv.weight"].shape[2:] == (2, 2)  # the low-resolution decoder layers
     x = torch.rand(1, 3, 45, 31)
     with torch.inference_mode():
         torch.testing.assert_close(new(x), old(x), atol=1e-5, rtol=0)

@@ -237,3 +237,15 @@ def test_textbook_network_is_rebuilt_from_an_exported_file(tmp_path):
     x = torch.rand(1, 3, 30, 22)
     with torch.inference_mode():
         torch.testing.assert_close(rebuilt(x), textbook(net)(x), atol=1e-6, rtol=0)
+
+
+def test_rewritten_textbook_network_computes_the_same_image():
+    """The export's rewrites in NCHW with nn.InstanceNorm2d (a form make bench gives ONNX Runtime)."""
+    from model.transformer_net import rewritten
+    net = trained_looking_net()
+    fast = rewritten(textbook(net))
+    assert fast.deconv1.conv.kernel_size == (2, 2) and not fast.fused_norm
+    for shape in ((1, 3, 30, 22), (2, 3, 9, 13)):
+        x = torch.rand(*shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(x), textbook(net)(x), atol=1e-5, rtol=0)

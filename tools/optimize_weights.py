@@ -2,7 +2,8 @@
 
 For files traced before the exports were made fast (docs/performance.md): SR files before
 ``training.train_sr.export()`` folded BatchNorm and stored channels_last weights, style files before
-``training.train_style.export()`` ran channels_last with the layout-keeping instance norm. Each entry of
+``training.train_style.export()`` ran channels_last with the layout-keeping instance norm and computed
+its decoder layers at the low resolution. Each entry of
 the manifest is loaded, its state rebuilt into ``SRResNet`` or ``TransformerNet`` (strictly, so a wrong
 file fails), re-exported, and kept only if, on random and real images, its outputs stay within 1/255 of
 the original trace's (``--tolerance``) and, for SR when the validation images are there, its Y-PSNR is
@@ -37,9 +38,9 @@ KINDS = ("sr", "style")
 
 def rebuild_style(traced):
     """The eager ``TransformerNet`` holding a traced module's weights, or None if it is already in the
-    current export's form (its output convolution factored: ``deconv3.conv.0.weight``)."""
+    current export's form (its decoder layers at the low resolution: ``deconv1.conv.weight``)."""
     sd = traced.state_dict()
-    if "deconv3.conv.0.weight" in sd:
+    if "deconv1.conv.weight" in sd:
         return None
     return from_state_dict(sd)
 
@@ -95,7 +96,7 @@ def optimize(weights_dir, name, entry, tolerance):
     style = entry.get("kind") == "style"
     if style:
         net, export = rebuild_style(old), train_style.export
-        done = "channels_last, layout-keeping instance norm, output conv factored"
+        done = "channels_last, layout-keeping instance norm, output conv factored, decoder at low resolution"
     else:
         net = rebuild(old, entry.get("arch", {}).get("bicubic_skip", True))
         export, done = train_sr.export, "BatchNorm folded, channels_last, shuffle folded into a factored tail"

@@ -35,8 +35,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from imgapi.stylize import stylize
-from model.rewrites import factor_conv
-from model.transformer_net import TransformerNet
+from model.transformer_net import TransformerNet, rewritten
 from model.vgg import VGG16Features
 from training.manifest import update_manifest
 
@@ -154,15 +153,14 @@ def export(net, path):
 
     The traced copy has its convolution weights in channels_last and runs NHWC throughout, with the
     layout-keeping instance norm of ``model.transformer_net`` (0.5x the time of the NCHW graph at
-    256x256), and its 9x9 RGB output convolution factored into 1x9 and 9x1 (``model.rewrites.factor_conv``);
+    256x256), and the exact rewrites of ``model.transformer_net.rewritten``: its 9x9 RGB output convolution
+    factored into 1x9 and 9x1, its two upsampling decoder layers computed at the low resolution;
     docs/performance.md. It is checked against ``net``'s textbook NCHW graph on a size other than the
     tracing example's (a trace that baked a size would fail there) and on a batch of two images.
     ``net`` itself is left as it was.
     """
     net = net.eval().cpu()
-    fast = copy.deepcopy(net)
-    fast.deconv3.conv = factor_conv(fast.deconv3.conv)
-    fast = fast.to(memory_format=torch.channels_last)
+    fast = rewritten(net).to(memory_format=torch.channels_last)
     fast.fused_norm = True
     reference = copy.deepcopy(net)
     reference.fused_norm = False
