@@ -238,3 +238,30 @@ def test_png_that_libspng_refuses_is_left_to_pillow(monkeypatch):
     with pytest.raises(ApiError) as err:
         images.decode(b"\x89PNG\r\n\x1a\n" + png, BIG)
     assert err.value.status == 415 and spy.attempts == 1 and spy.calls == 0
+
+
+_SEEN_AT_TORCH_IMPORT = r"""
+import os, sys
+class Spy:  # records GOMP_SPINCOUNT when torch is first imported: libgomp reads it then
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("at import torch:", os.environ.get("GOMP_SPINCOUNT"))
+            sys.meta_path.remove(self)
+        return None
+sys.meta_path.insert(0, Spy())
+import {module}
+"""
+
+
+@pytest.mark.parametrize("module", ["imgapi.app", "handler"])
+def test_openmp_spin_count_is_set_before_torch_loads_and_a_given_value_wins(module):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for given, expected in ((None, "10000"), ("300000", "300000")):
+        run_env = env if given is None else dict(env, GOMP_SPINCOUNT=given)
+        out = subprocess.run([sys.executable, "-c", _SEEN_AT_TORCH_IMPORT.replace("{module}", module)], cwd=root,
+                             env=dict(run_env, PYTHONPATH=root), capture_output=True, text=True, timeout=120)
+        assert f"at import torch: {expected}" in out.stdout, out.stderr[-2000:]
