@@ -51,6 +51,26 @@ def plain_execution():
     return torch.jit.optimized_execution(False)
 
 
+def warm_up(module, side=16):
+    """Run a just-loaded ``module`` once on a small ``side`` x ``side`` image, as the server runs forwards.
+
+    A loaded TorchScript module's first run grows glibc's heap to about twice what later runs of the same
+    size need, and ``keep_freed_memory`` keeps that heap: an upscale of a 256-px image as the first
+    request peaked at 1.8-1.9 GB RSS (2.3-2.4 GB after a second one), but at 0.93-1.04 GB (1.1-1.3 GB) when
+    a 16-px forward had run first (docs/performance.md). It is the module's own first run: a plain
+    convolution first, or oneDNN's primitive cache switched off, changed nothing. The first request also
+    no longer pays the first run's one-time costs. Returns False, leaving the module as it was, when the
+    module refuses the probe (the requests then report whatever is wrong with it).
+    """
+    x = torch.linspace(0.0, 1.0, 3 * side * side).reshape(1, 3, side, side)
+    try:
+        with torch.inference_mode(), plain_execution():
+            module(x)
+    except Exception:  # a broken module is reported by the request that uses it, as before
+        return False
+    return True
+
+
 def _spans(length, tile):
     """Split ``range(length)`` into near-equal spans of at most ``tile``."""
     n = max(1, math.ceil(length / tile))

@@ -265,3 +265,34 @@ def test_openmp_spin_count_is_set_before_torch_loads_and_a_given_value_wins(modu
         out = subprocess.run([sys.executable, "-c", _SEEN_AT_TORCH_IMPORT.replace("{module}", module)], cwd=root,
                              env=dict(run_env, PYTHONPATH=root), capture_output=True, text=True, timeout=120)
         assert f"at import torch: {expected}" in out.stdout, out.stderr[-2000:]
+
+
+def test_warm_up_runs_a_small_forward_and_tolerates_a_module_that_refuses_it():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((tuple(x.shape), float(x.min()), float(x.max())))
+            return x
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no")
+
+    assert engine.warm_up(Probe()) is True
+    assert seen == [((1, 3, 16, 16), 0.0, 1.0)]  # an image in the networks' range, not noise or zeros
+    assert engine.warm_up(Broken()) is False
+
+
+def test_models_are_warmed_up_when_the_store_loads_them(tiny_weights, caplog):
+    """The store's first load runs the module once (engine.warm_up), so the first request's forward is not
+    the module's first run; the log line says so."""
+    import json
+    import logging
+
+    from imgapi.config import Config
+    from imgapi.store import ModelStore
+    with caplog.at_level(logging.INFO, logger="imgapi"):
+        ModelStore(Config(weights_dir=tiny_weights)).get("srgan")
+    loaded = [json.loads(r.getMessage()) for r in caplog.records if "model_loaded" in r.getMessage()]
+    assert loaded and loaded[0]["model"] == "srgan" and loaded[0]["warmed_up"] is True
