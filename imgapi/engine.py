@@ -16,8 +16,9 @@ def keep_freed_memory():
 
     By default glibc maps each buffer over 32 MB fresh from the kernel and unmaps it when it is
     freed, so every SR forward page-faults and zero-fills its ~1 GB of activations again: 15-25 %
-    of a forward on 2 cores. The cost is a higher peak RSS (the heap fragments: about 1.8 GB
-    instead of 1.1 GB for a 256-px tile; docs/performance.md). Process-wide; returns False and
+    of a forward on 2 cores. The cost is a higher peak RSS: the heap is not given back and fragments
+    (a 256-px upscale: 0.93-1.04 GB on the first request, up to 1.3 GB after more, with the models
+    warmed up at load by :func:`warm_up`; docs/performance.md). Process-wide; returns False and
     changes nothing where the C library has no ``mallopt`` (not glibc).
     """
     try:
