@@ -118,13 +118,14 @@ def _plain_png_channels(data):
 
 def _decode_plain_png(data, size):
     """``(H, W, 3 or 4)`` uint8 pixels of a plain PNG (:func:`_plain_png_channels`) by libspng, or None:
-    not plain, no ``pyspng``, or refused by libspng (CRC, truncation, ...; Pillow then decides)."""
+    not plain, no ``pyspng``, or refused by libspng (an undefined row filter, a cut stream, ...; Pillow
+    then decides). libspng does not check zlib's Adler-32, which Pillow does (SECURITY.md)."""
     channels = _plain_png_channels(data) if pyspng is not None else None
     if channels is None:
         return None
     try:
         a = pyspng.load(data, "RGBA" if channels == 4 else "RGB")
-    except Exception:  # libspng refuses what Pillow may read (it checks every CRC): Pillow's path decides
+    except Exception:  # whatever libspng refuses, Pillow's path decides, as for any other upload
         return None
     width, height = size
     return a if a.dtype == np.uint8 and a.shape == (height, width, channels) else None
