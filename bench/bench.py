@@ -329,23 +329,12 @@ def add_peak_shares(rows, peak):
     return rows
 
 
-def multipart_form(fields, png):
-    """A multipart/form-data body (text ``fields`` and ``png`` as the file ``image``) with a fresh boundary,
-    as a browser sends each upload: the server's parser compiles its patterns anew each time, as it would.
-    Built by joining bytes, so that the client's own work (the test client's form encoder took ~1 ms) is
-    not counted as serving overhead."""
-    import uuid
-    b = uuid.uuid4().hex.encode()
-    parts = [b"--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n" % (b, k.encode(), str(v).encode())
-             for k, v in fields.items()]
-    parts.append(b"--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"in.png\"\r\n"
-                 b"Content-Type: image/png\r\n\r\n" % b + png + b"\r\n--%s--\r\n" % b)
-    return b"".join(parts), "multipart/form-data; boundary=" + b.decode()
-
-
 def bench_serving(weights, modules, threads, quick):
     """Through the app (multipart in, JSON with base64 PNG out) vs the bare forward on the same image."""
+    import uuid
+
     from imgapi.app import create_app
+    from tests.corpus import multipart
     cfg = Config(weights_dir=weights, torch_threads=threads)
     client = create_app(cfg).test_client()
     rows = []
@@ -360,7 +349,11 @@ def bench_serving(weights, modules, threads, quick):
         module = modules[role]
 
         def request():
-            form, ctype = multipart_form(fields, body)
+            # A fresh boundary per request, as browsers send uploads: the server's parser compiles its
+            # patterns for each one. The body is joined from bytes, so that the client's own work (the
+            # test client's form encoder took ~1 ms) is not counted as serving overhead.
+            form, ctype = multipart([*fields.items(), ("image", ("in.png", body, "image/png"))],
+                                    boundary=uuid.uuid4().hex)
             r = client.post(route, data=form, content_type=ctype)
             if r.status_code != 200:
                 raise RuntimeError(f"{route} answered {r.status_code}: {r.get_data(as_text=True)[:200]}")
@@ -547,7 +540,7 @@ def targets(res):
     sr = [r for r in nets if r["network"] == "sr"]
     rss = res["rss"]
     t = [
-("SR forward >= 75% of the matmul peak (each input size; paired with a hot 2048x2048 matmul in each round)",
+        ("SR forward >= 75% of the matmul peak (each input size; paired with a hot 2048x2048 matmul in each round)",
          min(r["of_peak"] for r in sr),
          f"{min(r['of_peak'] for r in sr):.0%} .. {max(r['of_peak'] for r in sr):.0%} (of the fastest matmul repeat: "
          f"{min(r['of_best_peak'] for r in sr):.0%} .. {max(r['of_best_peak'] for r in sr):.0%})",
