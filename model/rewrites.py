@@ -80,7 +80,6 @@ def unfactor_conv(rows, cols):
     return weight, None if cols.bias is None else cols.bias.detach().clone()
 
 
-
 # Nearest 2x upsampling then a 3x3 convolution on the reflection-padded result, at the low resolution.
 # Output row 2i + a (a = 0, 1) reads upsampled rows 2i + a - 1 .. 2i + a + 1, that is input rows
 # floor((2i + a + ky - 1) / 2) for the kernel rows ky = 0, 1, 2, clamped at the borders: the reflection
