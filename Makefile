@@ -17,7 +17,7 @@ STACK = imgapi-$(STAGE)
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval \
-	package deploy upload-weights destroy clean loadtest security bench
+	package deploy deploy-preflight upload-weights destroy clean loadtest security bench
 
 ## List the targets
 help:
@@ -75,9 +75,13 @@ package:
 	bash .ci/install-node.sh
 	$(SLS) package --stage ci
 
-## Deploy to AWS, then upload the weights (Docker + credentials; STAGE, REGION, SLS_ARGS='--param=memory=3008')
-deploy: $(VENV)/.installed
-	@test "$(STAGE)" != ci || { echo "stage ci only packages offline; deploy another STAGE"; exit 1; }
+# Before anything is installed or built: the stage, Node, Docker with buildx (says what is missing).
+deploy-preflight:
+	@bash .ci/deploy-preflight.sh tools "$(STAGE)" "$(SLS_ARGS)"
+
+## Deploy to AWS, then upload the weights (Docker with buildx + credentials; STAGE, REGION, SLS_ARGS='--param=memory=10240')
+deploy: deploy-preflight $(VENV)/.installed
+	@bash .ci/deploy-preflight.sh aws $(PY) "$(REGION)"
 	bash .ci/install-node.sh
 	$(SLS) deploy --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
 	$(MAKE) upload-weights
