@@ -1,4 +1,4 @@
-"""The HTTP contract of API.md through the Flask test client, with tiny networks."""
+"""The HTTP contract of docs/api.md through the Flask test client, with tiny networks."""
 import base64
 import io
 
@@ -182,6 +182,60 @@ def test_stylize(client):
     assert resp.status_code == 200, body
     assert body["style"] == "mosaic" and body["strength"] == 0.5 and body["preserve_color"] is True
     assert decode_png(base64.b64decode(body["image"])).size == (20, 12)
+
+
+def full_style(tiny_weights, img):
+    """What the stand-in style network itself makes of ``img``: float RGB on 0..255, (H, W, 3)."""
+    import torch
+    module = torch.jit.load(str(tiny_weights / "style_mosaic.pt"))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        y = module(x)[0].clamp(0, 1).permute(1, 2, 0)
+    return y.numpy().astype(np.float64) * 255
+
+
+def stylized(client, img, **fields):
+    resp = post_image(client, "/stylize", encode(img), style="mosaic", **fields)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return np.asarray(decode_png(base64.b64decode(resp.get_json()["image"])).convert("RGB"), dtype=np.float64)
+
+
+def test_stylize_strength_blends_the_photo_and_the_full_style(client, tiny_weights):
+    img = photo(20, 12)
+    original, full = np.asarray(img, dtype=np.float64), full_style(tiny_weights, img)
+    assert np.abs(full - original).mean() > 20  # the stand-in really restyles: the blends below can differ
+    assert np.array_equal(stylized(client, img, strength="0"), original)
+    assert np.abs(stylized(client, img, strength="1") - full).max() <= 1
+    half = stylized(client, img, strength="0.5")
+    assert np.abs(half - (0.5 * full + 0.5 * original)).max() <= 1
+    assert np.abs(stylized(client, img) - full).max() <= 1  # the default strength is 1
+
+
+def bt601_ycbcr(rgb):
+    """Full-range (JFIF) ITU-R BT.601 YCbCr of RGB on 0..255, the standard's numbers written out here."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.stack([0.299 * r + 0.587 * g + 0.114 * b,
+                     128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+                     128 + 0.5 * r - 0.418688 * g - 0.081312 * b], -1)
+
+
+def test_bt601_numbers_of_the_test_agree_with_pillow():
+    rgb = np.asarray(photo(32, 32, seed=5))
+    pillow = np.asarray(Image.fromarray(rgb).convert("YCbCr"), dtype=np.float64)
+    assert np.abs(bt601_ycbcr(rgb.astype(np.float64)) - pillow).max() <= 1.5  # Pillow: 8-bit fixed point
+
+
+def test_stylize_preserve_color_keeps_the_photo_colours_and_takes_the_style_luminance(client, tiny_weights):
+    img = photo(24, 16, seed=2)
+    original, full = np.asarray(img, dtype=np.float64), full_style(tiny_weights, img)
+    out = stylized(client, img, preserve_color="true")
+    # Where the recombined colour fell outside sRGB the result is clipped: compare the other pixels.
+    inside = ((out > 0) & (out < 255)).all(-1)
+    assert inside.mean() > 0.5
+    got, photo_ycc, style_ycc = bt601_ycbcr(out)[inside], bt601_ycbcr(original)[inside], bt601_ycbcr(full)[inside]
+    assert np.abs(got[:, 0] - style_ycc[:, 0]).max() <= 1  # luminance of the style
+    assert np.abs(got[:, 1:] - photo_ycc[:, 1:]).max() <= 1  # chroma of the photo
+    assert np.abs(style_ycc[:, 0] - photo_ycc[:, 0]).mean() > 10 and np.abs(out - full).mean() > 10
 
 
 def test_stylize_max_side_keeps_aspect(client):

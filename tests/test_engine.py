@@ -1,5 +1,6 @@
 """The image path of /upscale: decoding every kind of input to sRGB(A), and the tiled engine."""
 
+import io
 import struct
 import zlib
 
@@ -33,8 +34,12 @@ def test_exif_orientation_is_applied():
 def test_out_of_range_exif_orientation_keeps_pixels():
     exif = Image.Exif()
     exif[0x0112] = 99
-    rgb, _ = images.decode(encode(photo(30, 20), "JPEG", exif=exif), BIG)
+    data = encode(photo(30, 20), "JPEG", exif=exif)
+    rgb, _ = images.decode(data, BIG)
     assert rgb.size == (30, 20)
+    # The pixels as stored, neither rotated nor mirrored: exactly what Pillow decodes from the same bytes.
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(np.asarray(rgb), stored)
 
 
 def test_alpha_is_kept_and_upscaled():
@@ -72,10 +77,15 @@ def test_modes_become_8bit_rgb(mode):
 
 
 def test_palette_transparency_becomes_alpha():
-    img = photo(8, 8).convert("P")
-    img.info["transparency"] = 0
-    rgb, alpha = images.decode(encode(img, transparency=0), BIG)
-    assert alpha is not None and rgb.mode == "RGB"
+    index = (np.arange(64).reshape(8, 8) % 4).astype(np.uint8)  # palette entries 0..3, a quarter each
+    palette = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [250, 250, 250]], np.uint8)
+    img = Image.fromarray(index, "P")
+    img.putpalette(palette.ravel().tolist())
+    rgb, alpha = images.decode(encode(img, transparency=0), BIG)  # entry 0 is transparent
+    assert rgb.mode == "RGB" and alpha is not None
+    assert np.array_equal(np.asarray(alpha), np.where(index == 0, 0, 255))
+    opaque = index != 0
+    assert np.array_equal(np.asarray(rgb)[opaque], palette[index[opaque]])
 
 
 def test_sixteen_bit_rgb_png():
