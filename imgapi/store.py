@@ -19,6 +19,9 @@ from pathlib import Path
 from imgapi.errors import ApiError, unavailable
 
 log = logging.getLogger("imgapi.store")
+# What S3 answers for a key that is not there: 404 (NoSuchKey from GetObject, "404" from HeadObject), or
+# 403 when the caller may not list the bucket.
+MISSING_CODES = ("NoSuchKey", "404", "NotFound", "AccessDenied", "403")
 
 
 def sha256_file(path):
@@ -93,11 +96,34 @@ class ModelStore:
                 connect_timeout=2, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"}))
         return self._s3
 
+    def _missing(self, key, exc):
+        """The ``weights_missing`` 503 when S3 says ``key`` is not there, else None.
+
+        The function's role may not list the bucket (no s3:ListBucket), and then S3 answers a missing key
+        with 403 AccessDenied instead of 404: both mean "not uploaded" here (a role that truly may not
+        read the prefix is a deployment error the same command does not fix, so the message says both)."""
+        from botocore.exceptions import ClientError
+        if not isinstance(exc, ClientError):
+            return None
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code not in MISSING_CODES:
+            return None
+        log.warning(json.dumps({"event": "weights_missing", "key": key, "error": code}))
+        return ApiError(503, "weights_missing",
+                        f"s3://{self.config.model_bucket}/{key} is not in the models bucket (S3 answered "
+                        f"{code}), or this function may not read it. Upload the weights: `make upload-weights "
+                        "STAGE=<stage> REGION=<region>` (python -m tools.upload_weights --stack imgapi-<stage>); "
+                        "`make deploy` does it after `sls deploy`. Retry once they are uploaded.",
+                        {"Retry-After": "60"})
+
     def _s3_get(self, key):
         try:
             obj = self._client().get_object(Bucket=self.config.model_bucket, Key=key)
             return obj["Body"].read()
         except Exception as exc:
+            missing = self._missing(key, exc)
+            if missing is not None:
+                raise missing from None
             log.warning(json.dumps({"event": "s3_get_failed", "key": key, "error": type(exc).__name__}))
             raise unavailable("model_store_unreachable",
                               f"the model store s3://{self.config.model_bucket}/{key} could not be "
@@ -120,6 +146,9 @@ class ModelStore:
             raise unavailable("model_cache_unwritable",
                               f"the model cache {dest.parent} could not be written ({exc.strerror}).") from None
         except Exception as exc:
+            missing = self._missing(key, exc)
+            if missing is not None:
+                raise missing from None
             raise unavailable("model_store_unreachable",
                               f"s3://{self.config.model_bucket}/{key} could not be downloaded "
                               f"({type(exc).__name__}).") from None

@@ -337,3 +337,12 @@ def test_docker_context_leaves_out(path):
 ])
 def test_docker_context_keeps(path):
     assert _docker_context_includes(path)
+
+
+def test_header_never_suggests_a_deploy_without_the_weights():
+    """A bare `sls deploy` leaves the models bucket empty: the header's first command must upload them too."""
+    header = [line for line in (REPO / "serverless.yml").read_text().splitlines() if line.startswith("#")]
+    commands = [line for line in header if re.match(r"#\s+(npx |make )", line)]
+    assert commands[0].split("#")[1].strip().startswith("make deploy")
+    assert not any(re.match(r"#\s+npx sls deploy", line) for line in commands)
+    assert any("make upload-weights" in line for line in header)

@@ -252,6 +252,6 @@ def test_model_missing_from_s3_only_hits_that_model(moto, tiny_weights, tmp_path
     s3 = seed(tiny_weights)
     s3.delete_object(Bucket=BUCKET, Key="weights/srgan.pt")
     client = create_app(s3_config(tmp_path / "cache")).test_client()
-    assert_503(upscale(client, "srgan"), "model_store_unreachable")
+    assert_503(upscale(client, "srgan"), "weights_missing")  # names the key and `make upload-weights`
     assert upscale(client, "srresnet").status_code == 200
     assert stylize(client).status_code == 200

@@ -67,3 +67,82 @@ def test_unreachable_s3_is_a_retryable_503(moto_env, tmp_path, monkeypatch):
     assert resp.status_code == 503
     assert resp.get_json()["error"]["code"] == "model_store_unreachable"
     assert int(resp.headers["Retry-After"]) > 0
+
+
+# -- weights not uploaded (issue 14, item 3) -------------------------------------------------------
+
+def _post_upscale(client):
+    return client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png")},
+                       content_type="multipart/form-data")
+
+
+def _assert_weights_missing(resp, key):
+    assert resp.status_code == 503
+    error = resp.get_json()["error"]
+    assert error["code"] == "weights_missing"
+    assert f"s3://{BUCKET}/{key}" in error["message"]
+    assert "make upload-weights" in error["message"]
+
+
+def test_empty_models_bucket_says_which_key_is_missing_and_how_to_upload(moto_env, tmp_path):
+    import boto3
+    boto3.client("s3").create_bucket(Bucket=BUCKET)  # what a bare `sls deploy` leaves: the bucket, empty
+    client = create_app(s3_config(tmp_path / "cache")).test_client()
+    _assert_weights_missing(client.get("/health"), "weights/manifest.json")
+    _assert_weights_missing(_post_upscale(client), "weights/manifest.json")
+
+
+def test_missing_weights_file_is_named(bucket, tmp_path):
+    bucket.delete_object(Bucket=BUCKET, Key="weights/srgan.pt")
+    client = create_app(s3_config(tmp_path / "cache")).test_client()
+    _assert_weights_missing(_post_upscale(client), "weights/srgan.pt")
+    # The other models still work.
+    resp = client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png"),
+                                         "model": "srresnet"}, content_type="multipart/form-data")
+    assert resp.status_code == 200
+
+
+@pytest.fixture
+def access_denied_s3(moto_env, monkeypatch):
+    """An HTTP endpoint that answers every request as S3 does a missing key to a role without
+    s3:ListBucket: 403 AccessDenied."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Denied(BaseHTTPRequestHandler):
+        def _deny(self):
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                    b"<Message>Access Denied</Message></Error>")
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = _deny
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Denied)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_access_denied_for_a_missing_key_is_weights_missing_too(access_denied_s3, tmp_path):
+    client = create_app(s3_config(tmp_path / "cache")).test_client()
+    _assert_weights_missing(client.get("/health"), "weights/manifest.json")
+
+
+def test_access_denied_weights_file_is_weights_missing(access_denied_s3, tmp_path, tiny_weights):
+    store = ModelStore(s3_config(tmp_path / "cache"))
+    store._manifest = json.loads((tiny_weights / "manifest.json").read_text())["models"]
+    with pytest.raises(ApiError) as err:
+        store.get("srgan")
+    assert err.value.status == 503 and err.value.code == "weights_missing"
+    assert "weights/srgan.pt" in err.value.message
