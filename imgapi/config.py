@@ -63,6 +63,9 @@ class Config:
     model_bucket: str = ""
     model_prefix: str = "weights/"
     model_cache_dir: Path = Path("/tmp/models")  # Lambda's only writable folder, see SECURITY.md  # nosec B108
+    # With MODEL_BUCKET: how old the manifest may get before a request reads it again (weights updates
+    # reach warm containers within this; one small GET each time).
+    manifest_ttl_s: float = 60.0
     result_bucket: str = ""
     result_prefix: str = "results/"
     result_url_expires: int = 3600
@@ -116,6 +119,7 @@ class Config:
             model_bucket=get("MODEL_BUCKET", ""),
             model_prefix=get("MODEL_PREFIX", d.model_prefix),
             model_cache_dir=Path(get("MODEL_CACHE_DIR", d.model_cache_dir)),
+            manifest_ttl_s=get("MANIFEST_TTL_S", d.manifest_ttl_s, float),
             result_bucket=get("RESULT_BUCKET", ""),
             result_prefix=get("RESULT_PREFIX", d.result_prefix),
             result_url_expires=get("RESULT_URL_EXPIRES", d.result_url_expires, int),

@@ -6,6 +6,13 @@ container into ``MODEL_CACHE_DIR`` (temp file + rename, so a cut download never 
 partial file under the real name) and a cached file is reused on the next cold start when its
 sha256 still matches. Each model is loaded once per process; loading is safe under concurrent
 requests. Anything that keeps a model from loading becomes a 503 for that model only.
+
+Weights updates while containers are warm: ``tools/upload_weights.py`` stores every file under a
+content-addressed key (``sha256/<hex>/<path>``), never overwrites one, and publishes the manifest last.
+In S3 mode the manifest is read again once it is ``MANIFEST_TTL_S`` old; a model whose sha256 changed is
+loaded from its new file on its next request, while the old one keeps serving until then. A model is
+always one file checked against the sha256 of the manifest that named it, so old and new never mix,
+and an old manifest's files are still there for a container that has not refreshed yet.
 """
 import hashlib
 import json
@@ -13,6 +20,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +59,28 @@ class ModelStore:
         self._name_locks = {}
         self._models = {}
         self._manifest = None
+        self._manifest_at = time.monotonic()
         self._s3 = None
 
     # -- manifest -------------------------------------------------------------------------
     def manifest(self):
-        """``{name: entry}`` of the manifest; fetched once (retried after a failure)."""
+        """``{name: entry}`` of the manifest: fetched once (retried after a failure), and in S3 mode
+        fetched again once it is ``manifest_ttl_s`` old (the last good one is kept if that fails)."""
         with self._lock:
             if self._manifest is None:
                 self._manifest = self._read_manifest()
+                self._manifest_at = time.monotonic()
+            elif self.config.model_bucket and \
+                    time.monotonic() - self._manifest_at >= getattr(self.config, "manifest_ttl_s", 60.0):
+                self._manifest_at = time.monotonic()
+                try:
+                    fresh = self._read_manifest()
+                except ApiError as exc:
+                    log.warning(json.dumps({"event": "manifest_refresh_failed", "error": exc.code}))
+                else:
+                    if fresh != self._manifest:
+                        log.info(json.dumps({"event": "manifest_changed"}))
+                    self._manifest = fresh
             return self._manifest
 
     def _read_manifest(self):
@@ -183,21 +205,36 @@ class ModelStore:
 
     # -- models ---------------------------------------------------------------------------
     def get(self, name):
-        """The loaded ``Model`` called ``name``; loads it on first use. 400 if unknown, 503 if broken."""
-        model = self._models.get(name)
-        if model is not None:
-            return model
+        """The loaded ``Model`` called ``name`` in the current manifest; loads it on first use and again
+        when the manifest names a new sha256 for it. KeyError if unknown, 503 if broken."""
         entry = self.entry(name)
         if entry is None:
             raise KeyError(name)
+        model = self._models.get(name)
+        if model is not None and model.sha256 == entry.get("sha256"):
+            return model
         with self._lock:
             name_lock = self._name_locks.setdefault(name, threading.Lock())
         with name_lock:
             model = self._models.get(name)
-            if model is None:
+            if model is None or model.sha256 != entry.get("sha256"):
+                old = model
                 model = self._load(name, entry)
                 self._models[name] = model
+                if old is not None:  # requests still running with the old module keep their reference
+                    log.info(json.dumps({"event": "model_replaced", "model": name,
+                                         "old": old.sha256[:12], "new": model.sha256[:12]}))
+                    self._forget_cached(old.entry.get("file"), model.entry.get("file"))
         return model
+
+    def _forget_cached(self, old_file, new_file):
+        """Delete a replaced model's downloaded file, so /tmp does not fill up with old versions."""
+        if not self.config.model_bucket or not old_file or old_file == new_file:
+            return
+        try:
+            (Path(self.config.model_cache_dir) / old_file).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _load(self, name, entry):
         import torch
@@ -216,5 +253,6 @@ class ModelStore:
 
     def status(self):
         """``{name: {"sha256", "kind", "loaded"}}`` for /health; does not load anything."""
-        return {n: {"sha256": e.get("sha256"), "kind": e.get("kind"), "loaded": n in self._models}
+        return {n: {"sha256": e.get("sha256"), "kind": e.get("kind"),
+                    "loaded": n in self._models and self._models[n].sha256 == e.get("sha256")}
                 for n, e in self.manifest().items()}

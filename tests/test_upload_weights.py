@@ -36,6 +36,10 @@ def _write_weights(folder, srgan=b"srgan weights v1", style=b"candy weights v1")
     return folder
 
 
+def _content_key(weights, relative):
+    return tool.content_key(relative, hashlib.sha256((weights / relative).read_bytes()).hexdigest())
+
+
 @pytest.fixture
 def s3(moto_env):
     client = boto3.client("s3")
@@ -58,14 +62,21 @@ def test_first_run_uploads_every_file_with_its_sha256_and_the_manifest_last(s3, 
     assert report.unchanged == []
     assert lines[-1].startswith("uploaded   s3://imgapi-test-models/weights/manifest.json")
     stored = _stored(s3)
-    assert set(stored) == {PREFIX + name for name in report.uploaded}
-    for name in report.uploaded:
+    files = [name for name in report.uploaded if name != "manifest.json"]
+    assert set(stored) == {PREFIX + _content_key(weights, name) for name in files} | {PREFIX + "manifest.json"}
+    for name in files:
         local = (weights / name).read_bytes()
-        obj = stored[PREFIX + name]
+        obj = stored[PREFIX + _content_key(weights, name)]
         assert obj["Body"].read() == local
         assert obj["Metadata"]["sha256"] == hashlib.sha256(local).hexdigest()
+    # The published manifest names the content-addressed keys; everything else is the local manifest's.
+    published = json.loads(stored[PREFIX + "manifest.json"]["Body"].read())
+    local = json.loads((weights / "manifest.json").read_text())
+    assert published["models"]["srgan"]["file"] == _content_key(weights, "srgan.pt")
+    assert published["models"]["style/candy"]["thumbnail"] == _content_key(weights, "thumbs/candy.jpg")
+    assert published["models"]["srgan"]["sha256"] == local["models"]["srgan"]["sha256"]
     assert stored[PREFIX + "manifest.json"]["ContentType"] == "application/json"
-    assert stored[PREFIX + "thumbs/candy.jpg"]["ContentType"] == "image/jpeg"
+    assert stored[PREFIX + _content_key(weights, "thumbs/candy.jpg")]["ContentType"] == "image/jpeg"
 
 
 def test_second_run_uploads_nothing(s3, tmp_path):
@@ -89,8 +100,11 @@ def test_changed_model_is_uploaded_again_with_the_new_manifest(s3, tmp_path):
 
     assert report.uploaded == ["srgan.pt", "manifest.json"]
     assert sorted(report.unchanged) == ["style/candy.pt", "thumbs/candy.jpg"]
-    stored = s3.get_object(Bucket=BUCKET, Key=PREFIX + "srgan.pt")
+    stored = s3.get_object(Bucket=BUCKET, Key=PREFIX + _content_key(weights, "srgan.pt"))
     assert stored["Body"].read() == b"srgan weights v2, retrained"
+    # Nothing is overwritten: the previous manifest's file is still there for warm containers.
+    old_key = PREFIX + tool.content_key("srgan.pt", hashlib.sha256(b"srgan weights v1").hexdigest())
+    assert s3.get_object(Bucket=BUCKET, Key=old_key)["Body"].read() == b"srgan weights v1"
 
 
 def test_file_not_matching_the_manifest_is_refused_before_any_upload(s3, tmp_path):
@@ -130,7 +144,8 @@ def test_cli_finds_the_bucket_and_prefix_from_the_stack_then_empties_it(moto_env
 
     assert tool.main(["--stack", "imgapi-test", "--weights-dir", str(weights)]) == 0
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=outputs["ModelBucketName"])["Contents"]]
-    assert sorted(keys) == ["models/manifest.json", "models/srgan.pt", "models/style/candy.pt", "models/thumbs/candy.jpg"]
+    assert sorted(keys) == sorted(["models/manifest.json"] + [
+        "models/" + _content_key(weights, name) for name in ("srgan.pt", "style/candy.pt", "thumbs/candy.jpg")])
     assert "4 uploaded, 0 unchanged" in capsys.readouterr().out
 
     assert tool.main(["--stack", "imgapi-test", "--empty-buckets"]) == 0
@@ -172,3 +187,109 @@ def test_the_function_loads_what_was_uploaded(s3, tmp_path):
 
     assert model.sha256 == manifest["models"]["srgan"]["sha256"]
     assert tuple(model.module(torch.zeros(1, 3, 4, 4)).shape) == (1, 3, 4, 4)
+
+
+# -- a weights update while containers are warm (issue 14, item 4) -----------------------------------
+
+def _retrained(tiny_weights, folder):
+    """A copy of the tiny weights in which both SR models and the style were retrained (new bytes)."""
+    import shutil
+
+    import torch
+
+    from tests.conftest import TinyStyle, tiny_sr
+    shutil.copytree(tiny_weights, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    torch.manual_seed(9)
+    for name, net in (("srgan", tiny_sr(7)), ("srresnet", tiny_sr(8)), ("style/mosaic", TinyStyle())):
+        with torch.inference_mode():
+            traced = torch.jit.trace(net.eval(), torch.rand(1, 3, 16, 16), check_trace=False)
+        path = folder / manifest["models"][name]["file"]
+        torch.jit.save(traced, str(path))
+        manifest["models"][name]["sha256"] = tool.sha256_of(path)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _ask_every_model(client, models=("srgan", "srresnet")):
+    import io
+
+    from tests.helpers import png_bytes
+    answers = {}
+    for model in models:
+        resp = client.post("/upscale", data={"image": (io.BytesIO(png_bytes(8, 8)), "a.png"), "model": model},
+                           content_type="multipart/form-data")
+        answers[model] = (resp.status_code, (resp.get_json() or {}).get("sha256") or resp.get_json())
+    if models != ("srgan",):
+        resp = client.post("/stylize", data={"image": (io.BytesIO(png_bytes(8, 8)), "a.png"), "style": "mosaic"},
+                           content_type="multipart/form-data")
+        answers["style/mosaic"] = (resp.status_code, (resp.get_json() or {}).get("sha256") or resp.get_json())
+        resp = client.get("/styles/mosaic/thumbnail")
+        answers["thumbnail"] = (resp.status_code, None)
+    return answers
+
+
+def _shas(folder):
+    return {name: entry["sha256"][:12] for name, entry in
+            json.loads((folder / "manifest.json").read_text())["models"].items()}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("ttl", [3600, 0])
+def test_weights_update_while_warm_never_gives_a_503(s3, tmp_path, tiny_weights, ttl):
+    """Upload new weights while a server is warm (one model loaded): every model answers 200, with the old
+    weights until the container re-reads the manifest (ttl 3600) or with the new ones (ttl 0)."""
+    from imgapi.app import create_app
+    from imgapi.config import Config
+
+    old, new = _shas(tiny_weights), _shas(_retrained(tiny_weights, tmp_path / "v2"))
+    tool.upload_weights(s3, BUCKET, PREFIX, tiny_weights, log=lambda line: None)
+    config = Config(model_bucket=BUCKET, model_prefix=PREFIX, model_cache_dir=tmp_path / "cache",
+                    weights_dir=tmp_path / "none", torch_threads=1, manifest_ttl_s=ttl)
+    client = create_app(config).test_client()
+    assert _ask_every_model(client, ("srgan",)) == {"srgan": (200, old["srgan"])}  # warm, only srgan loaded
+
+    tool.upload_weights(s3, BUCKET, PREFIX, tmp_path / "v2", log=lambda line: None)
+
+    answers = _ask_every_model(client)
+    assert {k: status for k, (status, _) in answers.items()} == dict.fromkeys(answers, 200), answers
+    expected = old if ttl else new
+    assert {k: sha for k, (_, sha) in answers.items() if k != "thumbnail"} == {
+        k: expected[k] for k in ("srgan", "srresnet", "style/mosaic")}
+    health = client.get("/health").get_json()["models"]
+    assert all(health[k]["loaded"] for k in ("srgan", "srresnet", "style/mosaic"))
+    if not ttl:  # the replaced srgan's old download is gone from /tmp; the new one is there
+        cached = sorted(p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*.pt"))
+        assert {p.split("/")[1][:12] for p in cached} == set(new.values()) and len(cached) == 3
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_requests_during_an_update_all_succeed(s3, tmp_path, tiny_weights):
+    """A client keeps asking every model while the new weights are uploaded: no answer is a 503."""
+    import threading
+
+    from imgapi.app import create_app
+    from imgapi.config import Config
+
+    _retrained(tiny_weights, tmp_path / "v2")
+    tool.upload_weights(s3, BUCKET, PREFIX, tiny_weights, log=lambda line: None)
+    config = Config(model_bucket=BUCKET, model_prefix=PREFIX, model_cache_dir=tmp_path / "cache",
+                    weights_dir=tmp_path / "none", torch_threads=1, manifest_ttl_s=0)
+    app = create_app(config)
+    _ask_every_model(app.test_client(), ("srgan",))  # warm, only srgan loaded
+    statuses, done = [], threading.Event()
+
+    def keep_asking():
+        client = app.test_client()
+        while not done.is_set():
+            statuses.extend(status for status, _ in _ask_every_model(client).values())
+
+    worker = threading.Thread(target=keep_asking)
+    worker.start()
+    try:
+        tool.upload_weights(s3, BUCKET, PREFIX, tmp_path / "v2", log=lambda line: None)
+    finally:
+        done.set()
+        worker.join(60)
+    statuses.extend(status for status, _ in _ask_every_model(app.test_client()).values())
+    assert statuses and set(statuses) == {200}

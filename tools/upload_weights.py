@@ -4,11 +4,17 @@
     python tools/upload_weights.py --bucket BUCKET [--prefix weights/]      # any bucket
     python tools/upload_weights.py --stack imgapi-dev --empty-buckets       # before `sls remove`
 
-Each file is stored at PREFIX + its path under weights/, with its sha256 in the object's metadata
-(``x-amz-meta-sha256``); a file whose stored sha256 already matches is skipped, so a second run uploads
-nothing and a retrained model uploads only itself. Before anything is sent, every model the manifest names
-must exist locally with the manifest's sha256, or the function would answer 503 (checksum mismatch) later.
-manifest.json goes last, so the bucket never lists a model whose file is not there yet.
+Each file the manifest names (a model's ``file``, a style's ``thumbnail``) is stored under a content-addressed
+key, PREFIX + ``sha256/<hex>/<its path under weights/>``, with its sha256 also in the object's metadata
+(``x-amz-meta-sha256``). A key that is already there holds those bytes, so it is skipped: a second run
+uploads nothing and a retrained model uploads only itself. No object is ever overwritten, so a warm
+container still working from the previous manifest finds that manifest's files unchanged. Then the
+manifest, with each path replaced by its content-addressed one, is written to PREFIX + manifest.json,
+last, in one PUT: a container that reads it finds every file it names already there, and a container
+that has not read it yet keeps serving the old, complete set (imgapi/store.py re-reads it every
+MANIFEST_TTL_S). Before anything is sent, every model the manifest names must exist locally with the
+manifest's sha256, or the function would answer 503 (checksum mismatch) later. Old versions stay in the
+bucket (a few MB each); delete ``PREFIX + sha256/`` objects no current manifest names to reclaim them.
 
 boto3 finds credentials and region the usual way (environment, profile); ``AWS_ENDPOINT_URL`` points it
 at another endpoint (a moto_server in tests). Needs s3:PutObject and s3:GetObject on the prefix
@@ -18,6 +24,7 @@ at another endpoint (a moto_server in tests). Needs s3:PutObject and s3:GetObjec
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import mimetypes
@@ -32,6 +39,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
+CONTENT_DIR = "sha256"  # PREFIX + sha256/<hex>/<path>
+FILE_KEYS = ("file", "thumbnail")  # the manifest entry fields that name a file under weights/
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 CHUNK = 1 << 20
 
@@ -83,15 +92,19 @@ def check_manifest(weights_dir: Path) -> dict:
     return manifest
 
 
-def local_files(weights_dir: Path) -> list[str]:
-    """Paths under weights_dir (POSIX, relative) to upload: every file but hidden ones, manifest last."""
-    files = sorted(
-        path.relative_to(weights_dir).as_posix()
-        for path in weights_dir.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(weights_dir).parts)
-    )
-    files.remove(MANIFEST)
-    return files + [MANIFEST]
+def content_key(relative: str, digest: str) -> str:
+    """The content-addressed path (under PREFIX) of a file with that path under weights/ and that sha256."""
+    return f"{CONTENT_DIR}/{digest}/{relative}"
+
+
+def published_manifest(manifest: dict, digests: dict[str, str]) -> dict:
+    """The manifest as the bucket holds it: every file path replaced by its content-addressed one."""
+    published = copy.deepcopy(manifest)
+    for entry in published["models"].values():
+        for key in FILE_KEYS:
+            if key in entry:
+                entry[key] = content_key(entry[key], digests[entry[key]])
+    return published
 
 
 def stored_sha256(s3, bucket: str, key: str) -> str | None:
@@ -108,16 +121,20 @@ def stored_sha256(s3, bucket: str, key: str) -> str | None:
 def upload_weights(
     s3, bucket: str, prefix: str, weights_dir: Path, log: Callable[[str], None] = print
 ) -> UploadReport:
-    """Upload weights_dir to s3://bucket/prefix, skipping files whose stored sha256 matches.
+    """Upload the files weights_dir/manifest.json names to content-addressed keys under s3://bucket/prefix,
+    skipping those already there, then publish the manifest (rewritten to those keys) last.
 
-    ``prefix`` ends with "/" (or is empty). Returns the relative paths uploaded and left unchanged.
+    ``prefix`` ends with "/" (or is empty). Returns the relative paths uploaded and left unchanged
+    (``manifest.json`` last among them).
     """
-    check_manifest(weights_dir)
+    manifest = check_manifest(weights_dir)
     report = UploadReport()
-    for relative in local_files(weights_dir):
+    files = sorted({entry[key] for entry in manifest["models"].values() for key in FILE_KEYS if key in entry})
+    digests = {}
+    for relative in files:
         path = weights_dir / relative
-        key = prefix + relative
-        digest = sha256_of(path)
+        digests[relative] = digest = sha256_of(path)
+        key = prefix + content_key(relative, digest)
         if stored_sha256(s3, bucket, key) == digest:
             report.unchanged.append(relative)
             log(f"unchanged  s3://{bucket}/{key}")
@@ -131,6 +148,18 @@ def upload_weights(
         )
         report.uploaded.append(relative)
         log(f"uploaded   s3://{bucket}/{key} ({path.stat().st_size / 1e6:.1f} MB)")
+    # Last, in one PUT: every file it names is already in the bucket.
+    body = (json.dumps(published_manifest(manifest, digests), indent=1, sort_keys=True) + "\n").encode()
+    digest = hashlib.sha256(body).hexdigest()
+    key = prefix + MANIFEST
+    if stored_sha256(s3, bucket, key) == digest:
+        report.unchanged.append(MANIFEST)
+        log(f"unchanged  s3://{bucket}/{key}")
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                      Metadata={SHA256_METADATA: digest})
+        report.uploaded.append(MANIFEST)
+        log(f"uploaded   s3://{bucket}/{key} (manifest, published last)")
     return report
 
 
