@@ -68,7 +68,9 @@ class Config:
     manifest_ttl_s: float = 60.0
     result_bucket: str = ""
     result_prefix: str = "results/"
-    result_url_expires: int = 3600
+    # A presigned URL dies with the credentials that signed it (on Lambda the role's temporary ones, whose
+    # remaining life the function cannot read): short, since the page fetches a result at once (results.py).
+    result_url_expires: int = 900
     # Request limits. 4 MiB of upload is 5.6 MB once API Gateway base64-encodes it: under 6 MB.
     max_upload_bytes: int = 4 * 1024 * 1024
     # 512x512 in -> 2048x2048 out; about 12 s on 2 cores (make bench), within the 29 s timeout. On Lambda

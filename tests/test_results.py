@@ -44,7 +44,7 @@ def test_result_is_stored_under_the_prefix_as_png(s3):
     stored = s3.get_object(Bucket=BUCKET, Key=keys[0])
     assert stored["ContentType"] == "image/png"
     assert stored["Body"].read() == png
-    assert answer["expires_in"] == 3600
+    assert answer["expires_in"] == 900  # the default: short, as role credentials may not outlive more
 
 
 def test_presigned_url_downloads_the_same_bytes(s3):
@@ -94,3 +94,47 @@ def test_unwritable_bucket_is_a_retryable_503(moto_env):
 def test_no_result_bucket_is_a_configuration_error():
     with pytest.raises(ValueError, match="RESULT_BUCKET"):
         put_result(b"x", Config.from_env({}))
+
+
+# -- presigned URLs die with their credentials (issue 14, item 5) -------------------------------------
+
+@pytest.fixture
+def expiring_credentials(s3, tmp_path, monkeypatch):
+    """Credentials that expire in 20 minutes, from a credential_process (as role, SSO and container
+    credentials do): the SDK knows their expiry."""
+    import datetime
+    import json
+    import sys
+
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=20)
+    process = tmp_path / "creds.py"
+    process.write_text("import json\nprint(json.dumps(" + repr({
+        "Version": 1, "AccessKeyId": "testing", "SecretAccessKey": "testing", "SessionToken": "session",
+        "Expiration": expiry.isoformat()}) + "))\n")
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {sys.executable} {process}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    return expiry
+
+
+def test_expires_in_is_cut_to_the_credentials_life(expiring_credentials):
+    png = _png_like(4096)
+    answer = put_result(png, ResultSettings(RESULT_URL_EXPIRES="3600"))
+
+    assert 17 * 60 <= answer["expires_in"] <= 19 * 60  # 20 minutes less the clock-skew margin
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer["url"]).query)
+    assert query["X-Amz-Expires"] == [str(answer["expires_in"])]
+    assert query["X-Amz-Security-Token"] == ["session"]
+    with urllib.request.urlopen(answer["url"], timeout=30) as response:
+        assert response.read() == png
+
+
+def test_a_setting_the_credentials_outlive_is_kept(expiring_credentials):
+    assert put_result(b"png", ResultSettings(RESULT_URL_EXPIRES="300"))["expires_in"] == 300
+
+
+def test_default_url_life_is_one_that_role_credentials_outlive():
+    # 900 s is the shortest session STS issues, and the page fetches a result within seconds.
+    assert Config.from_env({}).result_url_expires <= 900
