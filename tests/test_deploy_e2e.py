@@ -70,10 +70,12 @@ def test_cold_start_downloads_the_weights_and_the_warm_one_does_not(deployed, la
     status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
     assert status == 200, body
     assert decode_png(base64.b64decode(json.loads(body)["image"])).size == (36, 24)
-    assert (cache / "srgan.pt").is_file()
+    assert len(list(cache.rglob("srgan.pt"))) == 1  # under its content-addressed path, sha256/<hex>/
 
     # With the weights gone from the bucket, only a container that already holds them can still answer.
-    s3.delete_objects(Bucket=MODELS, Delete={"Objects": [{"Key": "weights/srgan.pt"}]})
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=MODELS)["Contents"] if o["Key"].endswith("/srgan.pt")]
+    assert len(keys) == 1
+    s3.delete_objects(Bucket=MODELS, Delete={"Objects": [{"Key": key} for key in keys]})
     status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
     assert status == 200, body
 
