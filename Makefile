@@ -66,7 +66,7 @@ train-cpu: $(VENV)/.installed
 train-style-cpu: $(VENV)/.installed
 	$(PY) -m training.train_style --device cpu --minutes 14 --identity-minutes 3 $(foreach s,$(STYLES),--style $(s))
 
-## Y-PSNR/SSIM of the shipped SR weights against bicubic (DATA.md protocol; DIR=data/sr/val)
+## Y-PSNR/SSIM of the shipped SR weights against bicubic (docs/data.md protocol; DIR=data/sr/val)
 eval: $(VENV)/.installed
 	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val)
 

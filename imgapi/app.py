@@ -1,6 +1,6 @@
 """The WSGI app: HTTP in, HTTP out. The same app runs locally and behind API Gateway.
 
-Routes and error shapes are those of ``API.md``; every failure is an ``ApiError`` mapped to a
+Routes and error shapes are those of ``docs/api.md``; every failure is an ``ApiError`` mapped to a
 JSON answer in one place (``_error_response``).
 """
 import base64

@@ -2,7 +2,7 @@
 
 Layout as in pytorch/examples ``fast_neural_style/neural_style/transformer_net.py``: reflection-padded
 convolutions with instance norm, five residual blocks, and an upsample-then-convolve decoder (no transposed
-convolutions, so no checkerboard). Two changes, both learned the hard way (see DATA.md):
+convolutions, so no checkerboard). Two changes, both learned the hard way:
 
 * the input is RGB in [0, 1] and stays on that scale inside; 0..255 inputs drove instance norm to NaN on
   near-constant channels on the CPU;

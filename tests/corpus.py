@@ -1,4 +1,4 @@
-"""A generated corpus of malformed and hostile requests, each with the answer API.md promises.
+"""A generated corpus of malformed and hostile requests, each with the answer docs/api.md promises.
 
 Every case is built here from code (no binary blobs): the raw request body, its Content-Type,
 the method, path and query, and the expected status and error code. Some cases are unusual but

@@ -425,7 +425,7 @@ def test_server_errors_are_shown_as_their_message_and_the_page_recovers(desktop,
 
 
 def test_a_large_result_given_by_url_is_shown_and_downloaded(desktop, base_url, tmp_path):
-    """With a result bucket the API answers {"url", "expires_in"} instead of "image" (shared/API.md)."""
+    """With a result bucket the API answers {"url", "expires_in"} instead of "image" (docs/api.md)."""
     page = desktop
     buf = io.BytesIO()
     Image.new("RGB", (96, 64), (200, 100, 50)).save(buf, "PNG")

@@ -1,4 +1,4 @@
-"""Read and update ``weights/manifest.json`` (format in API.md) from training runs."""
+"""Read and update ``weights/manifest.json`` (format in docs/api.md) from training runs."""
 import json
 import os
 import tempfile

@@ -1,5 +1,5 @@
 // imgapi web page: choose an image, upscale or stylize it through the public HTTP API, compare, download.
-// Plain ES module, no build step, no dependencies. It only talks to the routes of shared/API.md.
+// Plain ES module, no build step, no dependencies. It only talks to the routes of docs/api.md.
 
 // Used until GET /health says otherwise (it reports the server's real limits in "limits").
 const DEFAULT_LIMITS = Object.freeze({
