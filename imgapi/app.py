@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# torch leaves ~170k objects to the cyclic garbage collector, and every collection walks them all: the
-# collections that Flask's import triggers (its typing annotations compile strings) took 0.2 of its 0.29 s
-# (docs/performance.md). Frozen, they are never walked again. Reference counting still frees them; only
-# a reference cycle among frozen objects would outlive its use, and these are module-level objects.
+# torch leaves a great many objects to the cyclic garbage collector, and every collection walks them all:
+# the collections that Flask's import triggers (its typing annotations compile strings) are most of that
+# import's time (docs/performance.md). Frozen, they are never walked again. Reference counting still frees
+# them; only a reference cycle among frozen objects would outlive its use, and these are module-level objects.
 gc.freeze()
 
 from flask import Flask, Response, g, jsonify, request, send_file  # noqa: E402

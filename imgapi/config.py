@@ -73,7 +73,7 @@ class Config:
     result_url_expires: int = 900
     # Request limits. 4 MiB of upload is 5.6 MB once API Gateway base64-encodes it: under 6 MB.
     max_upload_bytes: int = 4 * 1024 * 1024
-    # 512x512 in -> 2048x2048 out; about 12 s on 2 cores (make bench), within the 29 s timeout. On Lambda
+    # 512x512 in -> 2048x2048 out, within the 29 s timeout on 2 cores (docs/performance.md). On Lambda
     # the default follows the function's memory (limits_for_memory): 448x448 at 3008 MB, 512x512 from
     # ~4000 MB.
     max_upscale_pixels: int = 512 * 512
@@ -82,8 +82,8 @@ class Config:
     max_side_limit: int = 2048
     # Largest response body in bytes (Lambda: 6 MB); 0 means no limit (local server).
     max_response_bytes: int = 0
-    # 256: a 256x256 input runs untiled and 512x512 in 4 tiles (13 % recomputed overlap; 192 made it 27 %),
-    # for a peak RSS of ~1.1-1.3 GB whatever the input size (docs/performance.md). On Lambda, 128 below
+    # 256: a 256x256 input runs untiled and 512x512 in 4 tiles (half the recomputed overlap of 192-px tiles),
+    # and peak RSS is bounded by the tile whatever the input size (docs/performance.md). On Lambda, 128 below
     # 2048 MB (limits_for_memory).
     tile: int = 256
     tile_overlap: int = 16

@@ -15,11 +15,10 @@ def keep_freed_memory():
     """Have glibc serve large buffers from its heap and keep freed memory for the next forward.
 
     By default glibc maps each buffer over 32 MB fresh from the kernel and unmaps it when it is
-    freed, so every SR forward page-faults and zero-fills its ~1 GB of activations again: 15-25 %
-    of a forward on 2 cores. The cost is a higher peak RSS: the heap is not given back and fragments
-    (a 256-px upscale: 0.93-1.04 GB on the first request, up to 1.3 GB after more, with the models
-    warmed up at load by :func:`warm_up`; docs/performance.md). Process-wide; returns False and
-    changes nothing where the C library has no ``mallopt`` (not glibc).
+    freed, so every SR forward page-faults and zero-fills its large activations again, a sizeable
+    share of the forward's time. The cost is a higher peak RSS: the heap is not given back and
+    fragments (:func:`warm_up` keeps it smaller). docs/performance.md has the figures of both.
+    Process-wide; returns False and changes nothing where the C library has no ``mallopt`` (not glibc).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -44,10 +43,10 @@ def to_image(t):
 def plain_execution():
     """Run TorchScript modules as traced, without the profiling graph executor's specialisation.
 
-    On the CPU that executor fuses nothing for these networks (same steady-state speed, docs/performance.md),
-    but its profiling and optimising runs made the first two calls of a style module 0.11 and 0.06-0.09 s
-    instead of 0.01 s, for every new input shape. The setting is per thread, hence a context manager
-    around each forward rather than a switch at start-up.
+    On the CPU that executor fuses nothing for these networks (same steady-state speed), but its profiling
+    and optimising runs make the first two calls at every new input shape several times slower than the
+    later ones (docs/performance.md). The setting is per thread, hence a context manager around each
+    forward rather than a switch at start-up.
     """
     return torch.jit.optimized_execution(False)
 
@@ -56,18 +55,17 @@ def warm_up(module, side=16):
     """Run a just-loaded ``module`` once on a small ``side`` x ``side`` image, as the server runs forwards.
 
     A loaded TorchScript module's first run grows glibc's heap to about twice what later runs of the same
-    size need, and ``keep_freed_memory`` keeps that heap: an upscale of a 256-px image as the first
-    request peaked at 1.8-1.9 GB RSS (2.3-2.4 GB after a second one), but at 0.93-1.04 GB (1.1-1.3 GB) when
-    a 16-px forward had run first (docs/performance.md). It is the module's own first run: a plain
-    convolution first, or oneDNN's primitive cache switched off, changed nothing. The first request also
-    no longer pays the first run's one-time costs. Returns False, leaving the module as it was, when the
-    module refuses the probe (the requests then report whatever is wrong with it).
+    size need, and ``keep_freed_memory`` keeps that heap; when that first run is a 16-px one, the heap of
+    the first real requests stays near what later runs need (peak RSS in docs/performance.md). It is the
+    module's own first run that does it, not the process's first convolution or oneDNN's primitive cache.
+    The first request does not pay the first run's one-time costs either. Returns False, leaving the module
+    as it was, when the module refuses the probe (the requests then report whatever is wrong with it).
     """
     x = torch.linspace(0.0, 1.0, 3 * side * side).reshape(1, 3, side, side)
     try:
         with torch.inference_mode(), plain_execution():
             module(x)
-    except Exception:  # a broken module is reported by the request that uses it, as before
+    except Exception:  # a broken module is reported by the request that uses it
         return False
     return True
 

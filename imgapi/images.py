@@ -15,12 +15,12 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from imgapi.errors import ApiError
 
-try:  # the same API, 2-3x faster deflate (SIMD chosen at run time); optional
+try:  # the same API, faster deflate and checksums (SIMD chosen at run time); optional
     from zlib_ng import zlib_ng as _zlib
 except ImportError:  # pragma: no cover - the standard library's zlib
     _zlib = zlib
 
-try:  # libspng: a plain 8-bit PNG in about half Pillow's time (SIMD unfiltering); optional
+try:  # libspng: a plain 8-bit PNG faster than Pillow decodes it (SIMD unfiltering); optional
     import pyspng
 except ImportError:  # pragma: no cover - Pillow decodes every PNG
     pyspng = None
@@ -46,8 +46,8 @@ def decode(data, max_pixels, arrays=False):
     animation is used. ``arrays=True`` returns numpy arrays instead: ``(H, W, 3)`` and ``(H, W)`` uint8.
 
     A plain 8-bit RGB(A) PNG (:func:`_plain_png_channels`) is decoded by libspng (PyPI ``pyspng``) when
-    installed: 6.5 instead of 14 ms for a 512-px photo to an array (docs/performance.md). Anything it
-    refuses goes to Pillow, which decides for every other upload.
+    installed, faster than by Pillow (docs/performance.md). Anything it refuses goes to Pillow, which
+    decides for every other upload.
     """
     if not data:
         raise ApiError(400, "empty_image", "the uploaded image is empty (0 bytes)")
@@ -180,10 +180,9 @@ def encode_png(rgb, alpha=None, compress_level=None):
     ``(H, W, 3)`` and ``(H, W)``.
 
     By default (``compress_level=None``) the fast writer :func:`png_bytes`: every row "Up"-filtered and
-    Huffman-coded without string matching. On a 512x512 stylized photo that is 10 ms for 380 kB against
-    Pillow's 30 ms for 364 kB at zlib level 1 (its per-row adaptive filter search is half of its time);
-    docs/performance.md. An int level encodes with Pillow (adaptive filters, full deflate): 6 is worth its
-    time only to fit a size limit.
+    Huffman-coded without string matching, several times faster than Pillow at zlib level 1 (whose per-row
+    adaptive filter search is much of its time) for a few per cent more bytes (docs/performance.md). An int
+    level encodes with Pillow (adaptive filters, full deflate): 6 is worth its time only to fit a size limit.
     """
     if compress_level is None:
         a = _pixels(rgb, "RGB")

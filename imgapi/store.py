@@ -246,7 +246,7 @@ class ModelStore:
         except Exception as exc:
             raise unavailable("model_load_failed", f"{name} could not be loaded ({type(exc).__name__}).") from None
         from imgapi.engine import warm_up
-        warmed = warm_up(module)  # halves the heap its first real forward would grow (engine.warm_up)
+        warmed = warm_up(module)  # keeps small the heap its first real forward would grow (engine.warm_up)
         log.info(json.dumps({"event": "model_loaded", "model": name, "sha256": entry["sha256"][:12],
                              "warmed_up": warmed}))
         return Model(name, module, entry["sha256"], entry)
