@@ -14,6 +14,13 @@ REGION ?= us-east-1
 SLS := npx --no-install sls
 SLS_ARGS ?=
 STACK = imgapi-$(STAGE)
+# deploy, upload-weights and destroy need boto3 (and osls, from npm), not the serving, training or test stack.
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
+# PyTorch's CPU-only wheels (the Dockerfile's index): PyPI's x86_64 Linux torch is the CUDA build, which pulls
+# ~3 GB of nvidia-* wheels. pip prefers the index's 2.13.0+cpu over PyPI's 2.13.0; a wheel pip finds
+# locally (find-links) still wins, and an index that cannot be reached only costs pip's retries.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval \
@@ -25,10 +32,16 @@ help:
 
 $(VENV)/.installed: requirements.txt requirements-local.txt requirements-test.txt requirements-train.txt
 	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --retries 2 --no-deps --extra-index-url $(TORCH_INDEX_URL) "$$(grep -Eo '^torch==[^ ;#]+' requirements.txt)"
 	$(PY) -m pip install -q -r requirements.txt -r requirements-local.txt -r requirements-train.txt -r requirements-test.txt
 	touch $@
 
-## Create .venv with the serving, local-server, training and test requirements
+$(DEPLOY_VENV)/.installed: requirements-deploy.txt
+	test -x $(DEPLOY_PY) || python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_PY) -m pip install -q -r requirements-deploy.txt
+	touch $@
+
+## Create .venv with the serving, local-server, training and test requirements (torch: the CPU build)
 install: $(VENV)/.installed
 
 ## Run the API and the page (HOST, PORT; default 127.0.0.1:8000) with the shipped weights
@@ -80,20 +93,20 @@ deploy-preflight:
 	@bash .ci/deploy-preflight.sh tools "$(STAGE)" "$(SLS_ARGS)"
 
 ## Deploy to AWS, then upload the weights (Docker with buildx + credentials; STAGE, REGION, SLS_ARGS='--param=memory=10240')
-deploy: deploy-preflight $(VENV)/.installed
-	@bash .ci/deploy-preflight.sh aws $(PY) "$(REGION)"
+deploy: deploy-preflight $(DEPLOY_VENV)/.installed
+	@bash .ci/deploy-preflight.sh aws $(DEPLOY_PY) "$(REGION)"
 	bash .ci/install-node.sh
 	$(SLS) deploy --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
 	$(MAKE) upload-weights
 
 ## Upload weights/ and its manifest to the stack's models bucket (skips files whose sha256 matches)
-upload-weights: $(VENV)/.installed
-	$(PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
+upload-weights: $(DEPLOY_VENV)/.installed
+	$(DEPLOY_PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
 
 ## Delete the deployment: empty its buckets, then remove the stack and its ECR repository
-destroy: $(VENV)/.installed
+destroy: $(DEPLOY_VENV)/.installed
 	bash .ci/install-node.sh
-	$(PY) -m tools.upload_weights --stack $(STACK) --region $(REGION) --empty-buckets
+	$(DEPLOY_PY) -m tools.upload_weights --stack $(STACK) --region $(REGION) --empty-buckets
 	$(SLS) remove --stage $(STAGE) --region $(REGION) $(SLS_ARGS)
 
 ## Bounded load test of the local server on loopback (stops by itself; tiny nets if weights/ is empty)

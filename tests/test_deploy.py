@@ -323,7 +323,8 @@ def _docker_context_includes(path: str) -> bool:
 
 
 @pytest.mark.parametrize("path", [
-    "data/div2k/0001.png", "checkpoints/srgan.pth", ".venv/bin/python", "tests/test_deploy.py",
+    "data/div2k/0001.png", "checkpoints/srgan.pth", ".venv/bin/python", ".venv-deploy/bin/python",
+    "tests/test_deploy.py",
     "node_modules/osls/package.json", "artifacts/run.log", "training/train_sr.py", ".git/HEAD",
     "imgapi/__pycache__/app.cpython-311.pyc", ".serverless/serverless-state.json",
     "weights/srgan.pt", "model/srresnet.py",
