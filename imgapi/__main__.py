@@ -28,8 +28,11 @@ def serve(args, config):
     # Threads wait for the bounded inference slots, so a burst queues briefly and then gets 503s.
     # Two threads more than can run or wait for inference stay free for /health, the page and errors.
     threads = max(args.threads, config.max_concurrent + config.max_queue + 2)
+    # Bodies up to DRAIN_LIMIT_BYTES over the limit are read, so that the app's JSON 413 reaches clients
+    # that send the whole body before reading (imgapi/app.py); waitress refuses longer ones itself.
+    from imgapi.app import DRAIN_LIMIT_BYTES
     waitress_serve(app, host=host, port=port, threads=threads, channel_timeout=60,
-                   max_request_body_size=config.max_upload_bytes + 64 * 1024, ident="imgapi")
+                   max_request_body_size=config.max_upload_bytes + 64 * 1024 + DRAIN_LIMIT_BYTES, ident="imgapi")
 
 
 def _json_server_errors(config):

@@ -32,6 +32,11 @@ from imgapi.store import ModelStore
 log = logging.getLogger("imgapi")
 STATIC = Path(__file__).resolve().parent / "static"
 SR_MODELS = ("srgan", "srresnet")
+# A client that sends its whole body before reading the answer (Python's urllib, for one) sees a connection
+# reset instead of the 413 when the server closes with much of an over-limit body unread: up to this many
+# bytes of such a body are read and discarded first (`make serve`: waitress buffers up to the upload limit
+# plus this much; a body longer still gets waitress's own JSON 413 and the connection closed).
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob: https:; connect-src 'self' https: http://127.0.0.1:* "
             "http://localhost:*; style-src 'self'; script-src 'self'; object-src 'none'; "
             "base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
@@ -276,6 +281,7 @@ def create_app(config=None, store=None):
             msg = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
         elif err.code == 413 and (request.content_length or 1 << 62) > app.config["MAX_CONTENT_LENGTH"]:
             code, msg = "upload_too_large", f"the request body is over the limit of {config.max_upload_bytes} bytes"
+            _drain(request.environ)
         elif err.code == 413:  # werkzeug's multipart limits, on a body of an allowed size
             code, msg = "form_too_large", (f"the form has too many fields (at most {app.config['MAX_FORM_PARTS']}) "
                                            f"or a text field over {app.config['MAX_FORM_MEMORY_SIZE']} bytes")
@@ -322,6 +328,20 @@ def _error_response(err):
     for k, v in err.headers.items():
         resp.headers[k] = v
     return resp
+
+
+def _drain(environ):
+    """Read and discard what is left of a refused body, at most ``DRAIN_LIMIT_BYTES``."""
+    stream = environ.get("wsgi.input")
+    try:
+        left = min(int(environ.get("CONTENT_LENGTH") or 0), DRAIN_LIMIT_BYTES)
+        while stream is not None and left > 0:
+            chunk = stream.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (OSError, ValueError):  # a client gone away, a closed stream: nothing left to spare it
+        pass
 
 
 def _lambda_request_id():
