@@ -347,3 +347,14 @@ def test_header_never_suggests_a_deploy_without_the_weights():
     assert commands[0].split("#")[1].strip().startswith("make deploy")
     assert not any(re.match(r"#\s+npx sls deploy", line) for line in commands)
     assert any("make upload-weights" in line for line in header)
+
+
+def test_throttling_answers_are_documented_beside_the_setting():
+    """Lambda's throttle reaches clients as API Gateway's bare 500: serverless.yml says so where the throttle
+    is set, and the page reads both answers as "busy, retry" (tests/test_page.py)."""
+    text = (REPO / "serverless.yml").read_text()
+    header = text[: text.index("service:")]
+    block = header[header.index("throttleRate, throttleBurst"):]
+    assert "429" in block and "500" in block and "concurrency" in block
+    app_js = (REPO / "imgapi" / "static" / "app.js").read_text()
+    assert "function gatewayBusyMessage" in app_js

@@ -424,6 +424,27 @@ def test_server_errors_are_shown_as_their_message_and_the_page_recovers(desktop,
     sync_api.expect(page.locator("#run-button")).to_be_enabled()
 
 
+@pytest.mark.parametrize("status, gateway_message", [(500, "Internal Server Error"), (429, "Too Many Requests")])
+def test_api_gateway_throttling_is_shown_as_busy_retry(desktop, tmp_path, status, gateway_message):
+    """API Gateway's own answers when the function or the stage is throttled ({"message": ...}, no API error
+    shape) read as "busy, retry", with the Retry button, not as an unexplained failure (issue 14, item 8)."""
+    page = desktop
+    page.route("**/upscale", lambda route: route.fulfill(
+        status=status, content_type="application/json", body=json.dumps({"message": gateway_message})))
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
+    page.click("#run-button")
+    sync_api.expect(page.locator("#error")).to_be_visible()
+    message = page.inner_text("#error-message")
+    assert "busy" in message and "Retry in a few seconds" in message, message
+    sync_api.expect(page.locator("#error-title")).to_contain_text(f"{status} busy")
+    sync_api.expect(page.locator("#error-retry")).to_be_visible()
+
+    page.unroute("**/upscale")
+    page.click("#error-retry")
+    _wait_done(page)
+    sync_api.expect(page.locator("#error")).to_be_hidden()
+
+
 def test_a_large_result_given_by_url_is_shown_and_downloaded(desktop, base_url, tmp_path):
     """With a result bucket the API answers {"url", "expires_in"} instead of "image" (docs/api.md)."""
     page = desktop

@@ -167,7 +167,10 @@ async function loadHealth() {
   }
   try {
     const body = await res.json().catch(() => null);
-    if (!res.ok || !body) throw new Error(body?.error?.message || `HTTP ${res.status} ${res.statusText}`.trim());
+    if (!res.ok || !body) {
+      throw new Error(body?.error?.message || gatewayBusyMessage(res.status, body) ||
+        `HTTP ${res.status} ${res.statusText}`.trim());
+    }
     const limits = body.limits || {};
     state.limits = { ...DEFAULT_LIMITS };
     for (const key of Object.keys(DEFAULT_LIMITS)) {
@@ -212,7 +215,10 @@ async function loadStyles() {
   try {
     const res = await fetch(apiUrl("styles"), { headers: { Accept: "application/json" } });
     const body = await res.json().catch(() => null);
-    if (!res.ok) throw new Error(body?.error?.message || `The API answered ${res.status} ${res.statusText}`.trim());
+    if (!res.ok) {
+      throw new Error(body?.error?.message || gatewayBusyMessage(res.status, body) ||
+        `The API answered ${res.status} ${res.statusText}`.trim());
+    }
     state.styles = Array.isArray(body?.styles) ? body.styles : [];
     renderGallery();
   } catch (err) {
@@ -563,9 +569,24 @@ async function readJson(res) {
   try { return { json: JSON.parse(text), text }; } catch { return { json: null, text }; }
 }
 
+// API Gateway answers some requests itself, in its own shape ({"message": "..."}), never the API's
+// {"error": {...}}: 429 "Too Many Requests" when the stage's throttle (serverless.yml throttleRate,
+// throttleBurst) refuses a request, and a bare 500 "Internal Server Error" when Lambda throttles the function
+// because the account's concurrency is used up. Both mean "busy, retry", not an unexplained failure.
+function gatewayBusyMessage(status, json) {
+  if (json?.error) return "";
+  if (status === 429) return "The service is busy right now (too many requests at once). Retry in a few seconds.";
+  if (status === 500 || status === 503) {
+    return "The service is busy right now: every instance of the API is in use, or one is still starting " +
+      `(the API answered ${status} without details). Retry in a few seconds.`;
+  }
+  return "";
+}
+
 function errorFromResponse(res, json, text) {
   const e = json?.error;
-  let message = (typeof e === "object" && e?.message) || (typeof e === "string" && e) || json?.message || "";
+  const busy = gatewayBusyMessage(res.status, json);
+  let message = busy || (typeof e === "object" && e?.message) || (typeof e === "string" && e) || json?.message || "";
   if (!message) {
     const snippet = text && !/^\s*</.test(text) ? `: ${text.trim().slice(0, 200)}` : "";
     message = `The API answered ${res.status} ${res.statusText || ""}`.trim() + snippet + ".";
@@ -574,8 +595,8 @@ function errorFromResponse(res, json, text) {
   }
   return new ApiError(message, {
     status: res.status,
-    code: (typeof e === "object" && e?.code) || "",
-    retry: res.status === 503 || res.status === 502 || res.status === 504 || res.status === 429,
+    code: (typeof e === "object" && e?.code) || (busy ? "busy" : ""),
+    retry: !!busy || res.status === 503 || res.status === 502 || res.status === 504 || res.status === 429,
   });
 }
 
