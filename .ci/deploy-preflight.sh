@@ -28,7 +28,7 @@ tools)
             say "docker not found: install Docker 23+ with the buildx plugin (the image is built from ./Dockerfile), or deploy a prebuilt image with SLS_ARGS='--param=imageUri=ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO@sha256:...'"
         else
             if ! docker buildx version >/dev/null 2>&1; then
-                say "Docker's buildx plugin is missing: osls builds with --provenance=false, which plain 'docker build' rejects ('unknown flag: --provenance'). Install it (Debian/Ubuntu: apt-get install docker-buildx-plugin, or docker-buildx; Docker Desktop has it) and check with 'docker buildx version'"
+                say "Docker's buildx plugin is missing: osls builds with --provenance=false, which plain 'docker build' rejects ('unknown flag: --provenance'). Install it (docker-buildx-plugin from Docker's apt repository, or a distribution's docker-buildx package; Docker Desktop has it) and check with 'docker buildx version'"
             fi
             if ! docker info >/dev/null 2>&1; then
                 say "the Docker daemon does not answer ('docker info' fails): start Docker, or add your user to the docker group"
