@@ -2,6 +2,7 @@
 seconds per phase; the traced output must load and upscale, and the manifest must describe it."""
 import json
 
+import pytest
 import torch
 
 from model.vgg import VGG16Features
@@ -66,3 +67,87 @@ def test_exported_sr_network_gives_the_trained_networks_output_at_any_size(tmp_p
         x = torch.rand(shape)
         with torch.inference_mode():
             torch.testing.assert_close(served(x), net(x), atol=2e-5, rtol=0)
+
+
+def tiny_sr_run(tmp_path):
+    """Folders, a random VGG and the command line of a tiny SR run; returns the argument list."""
+    data, val = tmp_path / "train", tmp_path / "val"
+    data.mkdir(), val.mkdir()
+    for i in range(2):
+        photo(72, 64, seed=i).save(data / f"p{i}.png")
+    photo(48, 40, seed=9).save(val / "v.png")
+    torch.manual_seed(0)
+    torch.save({k: v.half() for k, v in VGG16Features("conv4_3").state_dict().items()}, tmp_path / "vgg.pt")
+    return ["--data", str(data), "--val", str(val), "--vgg", str(tmp_path / "vgg.pt"), "--batch", "2",
+            "--patch", "8", "--blocks", "1", "--channels", "8", "--device", "cpu", "--threads", "1",
+            "--precision", "fp32", "--channels-last", "off", "--out", str(tmp_path / "w"),
+            "--checkpoint-dir", str(tmp_path / "ck"), "--docs", str(tmp_path / "docs"), "--val-every", "100"]
+
+
+def test_rerun_with_a_larger_budget_continues_the_phase(tmp_path):
+    args = tiny_sr_run(tmp_path) + ["--gan-fraction", "0"]
+    train_sr.main(args + ["--minutes", "0.03"])
+    first = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    steps1, elapsed1 = first["step"]["srresnet"], first["elapsed"]["srresnet"]
+    assert steps1 > 0 and elapsed1 >= 0.03 * 60
+
+    train_sr.main(args + ["--minutes", "0.06"])
+    second = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    assert second["step"]["srresnet"] > steps1
+    assert 0.06 * 60 <= second["elapsed"]["srresnet"] < 0.06 * 60 + 2 * elapsed1
+    # One schedule: the logged steps keep counting up from where the first run stopped.
+    logged = [h["step"] for h in second["history"] if "loss" in h]
+    assert logged == sorted(set(logged)) and logged[0] == 10
+    resumed = [h for h in second["history"] if "loss" in h and h["step"] > steps1]
+    assert resumed and resumed[0]["lr"] < 2e-4  # the new cosine at the resumed time, not a restart at the peak
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srresnet"]
+    assert entry["training"]["steps"] == second["step"]["srresnet"]
+    assert entry["training"]["precision"] == "fp32" and entry["training"]["hardware"]
+
+    # The same budget again trains nothing and exports nothing new.
+    sha = entry["sha256"]
+    train_sr.main(args + ["--minutes", "0.06"])
+    again = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srresnet"]
+    assert again["sha256"] == sha and again["training"]["steps"] == entry["training"]["steps"]
+
+
+def test_gan_fine_tuning_starts_from_a_served_file(tmp_path):
+    from training.export import sr_from_state_dict
+    args = tiny_sr_run(tmp_path)
+    served = tmp_path / "start.pt"
+    train_sr.export(trained_looking_sr(), served)
+    train_sr.main(args + ["--minutes", "0.05", "--gan-fraction", "1", "--init-from", str(served)])
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
+    assert set(manifest) == {"srgan"}  # no SRResNet phase: the served file is the starting point
+    entry = manifest["srgan"]
+    assert entry["training"]["initialised_from"].startswith("start.pt (sha256 ")
+    assert entry["training"]["steps"] > 0 and "detail" in entry and "bicubic_detail" in entry
+    assert "0.01 x pixel L1" in entry["loss"]
+    # Trained from the served weights: close to them, but moved.
+    start = torch.jit.load(str(served))
+    tuned = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
+    x = torch.rand(1, 3, 12, 12)
+    with torch.inference_mode():
+        moved = (tuned(x) - start(x)).abs().mean().item()
+    assert 0 < moved < 0.2
+    # Its BatchNorm layers stayed the identity they were rebuilt as (frozen, folded statistics).
+    ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    assert ck["frozen_bn"] is True
+    bn_vars = [v for k, v in ck["g"].items() if k.endswith("running_var")]
+    assert bn_vars and all(torch.allclose(v, torch.full_like(v, 1 - 1e-5)) for v in bn_vars)
+    assert sr_from_state_dict(start.state_dict()) is not None
+
+
+def test_a_served_sr_file_turns_back_into_the_trained_network():
+    from training.export import sr_from_state_dict
+    net = trained_looking_sr(seed=3)
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        train_sr.export(net, f"{d}/sr.pt")
+        served = torch.jit.load(f"{d}/sr.pt")
+    rebuilt = sr_from_state_dict(served.state_dict())
+    x = torch.rand(1, 3, 15, 11)
+    with torch.inference_mode():
+        torch.testing.assert_close(rebuilt(x), net(x), atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="not an exported SRResNet"):
+        sr_from_state_dict({"head.0.weight": torch.zeros(8, 3, 9, 9)})

@@ -1,10 +1,18 @@
-"""``make eval``: Y-PSNR/SSIM of the shipped SR models against bicubic, DATA.md's protocol.
+"""``make eval``: the shipped networks measured as docs/data.md says.
 
-HR -> crop to a multiple of 4 -> LR with Pillow BICUBIC -> model (untiled) -> SR; PSNR and SSIM
-on the BT.601 Y channel with a 4-pixel border cropped; the baseline is Pillow BICUBIC upscaling.
+SR: HR -> crop to a multiple of 4 -> LR with Pillow BICUBIC -> model (untiled) -> SR; Y-PSNR and SSIM on
+the BT.601 Y channel with a 4-pixel border cropped, against Pillow BICUBIC upscaling; and the detail figure
+(gradient energy of the outputs over the true images', ``training.metrics.gradient_energy``).
+
+Styles: on held-out photos, the Gram distance of the output to the style image (relu1_2..relu4_3 of the
+VGG16 loss network, each layer's squared Gram difference relative to the style's squared Gram) as a
+fraction of the photo's own distance (1.0: no style taken; lower: closer to the painting), and the content
+change, the relative relu3_3 difference between output and photo (0: the photo unchanged).
+
 Models come through the same store as serving, so their sha256 is checked.
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -15,52 +23,138 @@ from PIL import Image
 from imgapi import engine
 from imgapi.config import Config
 from imgapi.store import ModelStore
+from imgapi.stylize import stylize
 from training import metrics
-from training.train_sr import list_images
+from training.common import FEATURE_SCALE, gram, list_images, load_vgg
+
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+CONTENT_CHANGE_LAYER = "relu3_3"
 
 
 @torch.inference_mode()
 def evaluate(net, paths):
-    """Per-image rows ``(name, psnr, ssim, bicubic psnr, bicubic ssim)`` for ``net`` on ``paths``."""
+    """Per-image rows ``(name, psnr, ssim, bicubic psnr, bicubic ssim, energy, bicubic energy, true energy)``
+    for ``net`` on ``paths``."""
     rows = []
     for p in paths:
         hr, lr = metrics.degrade(Image.open(p).convert("RGB"))
         sr = np.asarray(engine.to_image(engine.forward_tiled(net, engine.to_tensor(lr), tile=0)))
         hr_a, bic = np.asarray(hr), np.asarray(metrics.bicubic_up(lr))
         rows.append((Path(p).name, metrics.psnr(sr, hr_a), metrics.ssim(sr, hr_a),
-                     metrics.psnr(bic, hr_a), metrics.ssim(bic, hr_a)))
+                     metrics.psnr(bic, hr_a), metrics.ssim(bic, hr_a), metrics.gradient_energy(sr),
+                     metrics.gradient_energy(bic), metrics.gradient_energy(hr_a)))
     return rows
 
 
 def summary(rows):
-    m = np.mean([r[1:] for r in rows], axis=0)
+    """Means of :func:`evaluate`'s rows; ``detail`` is the summed energy over the true images'."""
+    m = np.mean([r[1:5] for r in rows], axis=0)
+    energy = np.sum([r[5:8] for r in rows], axis=0)
     return dict(psnr_y=float(m[0]), ssim_y=float(m[1]), bicubic_psnr_y=float(m[2]),
-                bicubic_ssim_y=float(m[3]), gain_db=float(m[0] - m[2]))
+                bicubic_ssim_y=float(m[3]), gain_db=float(m[0] - m[2]),
+                detail=float(energy[0] / energy[2]), bicubic_detail=float(energy[1] / energy[2]))
+
+
+def as_tensor(img):
+    """PIL RGB or (H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+
+
+@torch.inference_mode()
+def style_grams(vgg, style_img, style_size):
+    """The style image's Gram matrices, its longest side resized to ``style_size`` as in training."""
+    scale = style_size / max(style_img.size)
+    im = style_img.resize((max(1, round(style_img.width * scale)), max(1, round(style_img.height * scale))),
+                          Image.LANCZOS)
+    return {k: gram(v * FEATURE_SCALE) for k, v in vgg(as_tensor(im), STYLE_LAYERS).items()}
+
+
+@torch.inference_mode()
+def gram_distance(vgg, img, targets):
+    """Sum over the style layers of ``||G(img) - G(style)||^2 / ||G(style)||^2``."""
+    feats = vgg(as_tensor(img), STYLE_LAYERS)
+    return float(sum(((gram(feats[k] * FEATURE_SCALE) - t).pow(2).sum() / t.pow(2).sum()).item()
+                     for k, t in targets.items()))
+
+
+@torch.inference_mode()
+def content_change(vgg, out, photo):
+    """``||relu3_3(out) - relu3_3(photo)|| / ||relu3_3(photo)||`` (same size images)."""
+    a = vgg(as_tensor(out), (CONTENT_CHANGE_LAYER,))[CONTENT_CHANGE_LAYER]
+    b = vgg(as_tensor(photo), (CONTENT_CHANGE_LAYER,))[CONTENT_CHANGE_LAYER]
+    return float((a - b).norm() / b.norm())
+
+
+def style_figures(module, vgg, style_img, style_size, photos):
+    """``{"gram_ratio", "content_change", "photos"}`` of a style module (the serving contract of
+    ``imgapi.stylize``) over ``photos`` (PIL RGB): means over the photos of the output's Gram distance to
+    the style as a fraction of the photo's, and of the relu3_3 content change."""
+    targets = style_grams(vgg, style_img, style_size)
+    ratios, changes = [], []
+    for photo in photos:
+        out = stylize(module, photo, max_side=max(photo.size))
+        ratios.append(gram_distance(vgg, out, targets) / gram_distance(vgg, photo, targets))
+        changes.append(content_change(vgg, out, photo))
+    return dict(gram_ratio=round(float(np.mean(ratios)), 4), content_change=round(float(np.mean(changes)), 4),
+                photos=len(photos))
+
+
+def sr_table(store, names, paths, per_image=False):
+    lines = ["| model | Y-PSNR (dB) | bicubic | gain | SSIM | bicubic SSIM | detail | bicubic detail |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        rows = evaluate(store.get(name).module, paths)
+        s = summary(rows)
+        lines.append(f"| {name} | {s['psnr_y']:.2f} | {s['bicubic_psnr_y']:.2f} | {s['gain_db']:+.2f} | "
+                     f"{s['ssim_y']:.4f} | {s['bicubic_ssim_y']:.4f} | {s['detail']:.2f} | "
+                     f"{s['bicubic_detail']:.2f} |")
+        if per_image:
+            for r in rows:
+                lines.append(f"|   {r[0]} | {r[1]:.2f} | {r[3]:.2f} | {r[1] - r[3]:+.2f} | {r[2]:.4f} | "
+                             f"{r[4]:.4f} | {r[5] / r[7]:.2f} | {r[6] / r[7]:.2f} |")
+    return lines
+
+
+def style_table(store, manifest, styles_dir, vgg_path, paths):
+    vgg = load_vgg(vgg_path, torch.device("cpu"))
+    photos = [Image.open(p).convert("RGB") for p in paths]
+    lines = ["| style | Gram distance to the painting (output / photo) | content change (relu3_3) | steps |",
+             "| --- | --- | --- | --- |"]
+    for name, entry in manifest.items():
+        if entry.get("kind") != "style":
+            continue
+        style = name.split("/", 1)[1]
+        with Image.open(Path(styles_dir) / f"{style}.jpg") as im:
+            style_img = im.convert("RGB")
+        f = style_figures(store.get(name).module, vgg, style_img, entry["training"]["style_size"], photos)
+        lines.append(f"| {style} | {f['gram_ratio']:.3f} | {f['content_change']:.3f} | "
+                     f"{entry['training']['steps']} |")
+    return lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="data/sr/val", help="folder of HR images")
+    p.add_argument("--data", default="data/sr/val", help="folder of held-out HR photos")
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights/)")
-    p.add_argument("--models", nargs="*", default=["srresnet", "srgan"])
+    p.add_argument("--models", nargs="*", default=None, help="SR models (default: every SR entry)")
+    p.add_argument("--styles-dir", default="data/styles", help="the style images (make data)")
+    p.add_argument("--vgg", default="data/vgg16_hed.pt", help="the loss network (make data)")
+    p.add_argument("--no-styles", action="store_true", help="only the SR table")
     p.add_argument("--per-image", action="store_true")
     args = p.parse_args(argv)
-    config = Config.from_env()
-    if args.weights:
-        config = Config(weights_dir=Path(args.weights))
+    config = Config(weights_dir=Path(args.weights)) if args.weights else Config.from_env()
     store = ModelStore(config)
+    manifest = json.loads((config.weights_dir / "manifest.json").read_text())["models"]
+    names = args.models or [n for n, e in manifest.items() if e.get("kind") == "sr"]
     paths = list_images(args.data)
-    print(f"{len(paths)} images in {args.data}; Y channel, 4-px border, Pillow BICUBIC x4 LR\n")
-    print("| model | Y-PSNR (dB) | bicubic | gain | SSIM | bicubic SSIM |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name in args.models:
-        rows = evaluate(store.get(name).module, paths)
-        s = summary(rows)
-        print(f"| {name} | {s['psnr_y']:.2f} | {s['bicubic_psnr_y']:.2f} | {s['gain_db']:+.2f} | "
-              f"{s['ssim_y']:.4f} | {s['bicubic_ssim_y']:.4f} |")
-        if args.per_image:
-            for r in rows:
-                print(f"|   {r[0]} | {r[1]:.2f} | {r[3]:.2f} | {r[1] - r[3]:+.2f} | {r[2]:.4f} | {r[4]:.4f} |")
+    print(f"{len(paths)} photos in {args.data}; Y channel, 4-px border, Pillow BICUBIC x4 LR; detail: "
+          "gradient energy of the outputs / of the true images\n")
+    print("\n".join(sr_table(store, names, paths, args.per_image)))
+    if not args.no_styles:
+        print(f"\nStyles on the same {len(paths)} photos: Gram distance to the painting over relu1_2..relu4_3, "
+              "output's / photo's (lower: more of the painting); relu3_3 change from the photo\n")
+        print("\n".join(style_table(store, manifest, args.styles_dir, args.vgg, paths)))
     return 0
 
 

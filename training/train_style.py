@@ -19,11 +19,8 @@ shipped weights, or ``model.transformer_net.TransformerNet``'s defaults must cha
         --size 256 --batch 8 --style-size 512
 """
 import argparse
-import copy
 import json
-import math
 import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -35,8 +32,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from imgapi.stylize import stylize
-from model.transformer_net import TransformerNet, rewritten
-from model.vgg import VGG16Features
+from model.transformer_net import TransformerNet
+from training.common import (FEATURE_SCALE, autocast, choose_precision, cosine_lr, gram, hardware,
+                             list_images, load_vgg, set_threads, throwaway)
+from training.export import export_style as export
 from training.manifest import update_manifest
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -45,10 +44,6 @@ STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 # so at full weight it drowns the strokes and palette that the lower layers carry.
 STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 0.1}
 CONTENT_LAYER = "relu2_2"
-# The HED VGG works on Caffe's 0..255 scale; dividing its features by this brings relu1_2 to torchvision's
-# scale. The losses are normalised per layer (see train_one), so the weights are relative, not the papers'.
-FEATURE_SCALE = 1.0 / 58.0
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 SHEET_DEFAULT = "docs/styles_contact_sheet.png"
 SHEET_PHOTOS = ("opencv_butterfly.png", "skimage_coffee.png", "plasma_Path.png")
 
@@ -70,14 +65,6 @@ def to_pil(t):
     return Image.fromarray(np.rint(a * 255).astype(np.uint8), "RGB")
 
 
-def list_images(folder):
-    """Image files directly inside ``folder``, sorted by name."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
-    return files
-
-
 class CropSampler:
     """Random augmented square crops of a folder of photos, held in memory at a reduced size.
 
@@ -86,9 +73,9 @@ class CropSampler:
     sees objects at several scales.
     """
 
-    def __init__(self, folder, size, rng):
+    def __init__(self, folder, size, rng, largest=None):
         self.size, self.rng = size, rng
-        base = int(2.5 * size)
+        base = int(2.5 * max(size, largest or size))
         self.images = []
         for path in list_images(folder):
             im = load_rgb(path)
@@ -118,24 +105,9 @@ class CropSampler:
         return torch.cat(out).clamp_(0, 1)
 
 
-def gram(f):
-    """Gram matrix of (N, C, H, W) features, normalised by C * H * W -> (N, C, C)."""
-    n, c, h, w = f.shape
-    f = f.reshape(n, c, h * w)
-    return f @ f.transpose(1, 2) / (c * h * w)
-
-
 def total_variation(y):
     """Mean squared difference of neighbouring pixels (N, 3, H, W), in [0, 1] units squared."""
     return (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean() + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
-
-
-def load_vgg(path, device):
-    """VGG16 trunk to relu4_3 with the converted HED weights (fp16 file), strictly loaded, frozen, eval."""
-    net = VGG16Features(last="relu4_3")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return net.eval().to(device)
 
 
 def style_targets(vgg, style_img, style_size, device):
@@ -148,35 +120,34 @@ def style_targets(vgg, style_img, style_size, device):
     return {k: gram(v * FEATURE_SCALE) for k, v in feats.items()}
 
 
-def export(net, path):
-    """Trace ``net`` on the CPU in eval mode to TorchScript at ``path``, for fast CPU inference.
-
-    The traced copy has its convolution weights in channels_last and runs NHWC throughout, with the
-    layout-keeping instance norm of ``model.transformer_net`` (0.5x the time of the NCHW graph at
-    256x256), and the exact rewrites of ``model.transformer_net.rewritten``: its 9x9 RGB output convolution
-    factored into 1x9 and 9x1, its two upsampling decoder layers computed at the low resolution;
-    docs/performance.md. It is checked against ``net``'s textbook NCHW graph on a size other than the
-    tracing example's (a trace that baked a size would fail there) and on a batch of two images.
-    ``net`` itself is left as it was.
-    """
-    net = net.eval().cpu()
-    fast = rewritten(net).to(memory_format=torch.channels_last)
-    fast.fused_norm = True
-    reference = copy.deepcopy(net)
-    reference.fused_norm = False
-    with torch.inference_mode():
-        traced = torch.jit.trace(fast, torch.rand(1, 3, 67, 93), check_trace=False)
-        for probe in (torch.rand(1, 3, 50, 41), torch.rand(2, 3, 36, 28)):
-            diff = (traced(probe) - reference(probe)).abs().max().item()
-            if diff > 1e-4:
-                raise RuntimeError(f"traced style network differs from the eager one by {diff:.3g}")
-    torch.jit.save(traced, str(path))
+def crop_size(args, fraction):
+    """Side of the training crops at ``fraction`` of the budget: ``--size``, then ``--final-size`` for the last
+    ``--final-fraction`` (when given). Small crops cost a quarter of the time a step, so the network takes
+    four times the steps where most of its learning happens, and the large ones teach it the context of a
+    full-size photo at the end."""
+    if args.final_size and fraction >= 1.0 - args.final_fraction:
+        return args.final_size
+    return args.size
 
 
-def hardware_string(device, threads):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU, {threads} thread{'s' if threads != 1 else ''} ({os.cpu_count()}-core {platform.machine()})"
+def style_losses(net, vgg, x, targets, norms, args, precision):
+    """Forward ``x`` (N, 3, S, S) in [0, 1] through ``net`` and the loss network; returns the weighted content,
+    style and total-variation terms (fp32 scalars). Under bf16 autocast the networks run in bf16 while the
+    Gram matrices and every loss are computed in fp32 from fp32 copies of the features."""
+    with autocast(x.device, precision):
+        with torch.no_grad():
+            content = vgg(x, (CONTENT_LAYER,))[CONTENT_LAYER]
+        y = net(x)
+        feats = vgg(y, STYLE_LAYERS)
+    content = content.float() * FEATURE_SCALE
+    feats = {k: v.float() * FEATURE_SCALE for k, v in feats.items()}
+    y = y.float()
+    content_loss = args.content_weight * F.mse_loss(feats[CONTENT_LAYER], content) / (
+        content.pow(2).mean() + 1e-12)
+    style_loss = args.style_weight * sum(
+        F.mse_loss(gram(feats[k]), targets[k].expand(y.shape[0], -1, -1)) / norms[k] for k in STYLE_LAYERS)
+    tv_loss = args.tv_weight * total_variation(y)
+    return content_loss, style_loss, tv_loss
 
 
 def write_thumbnail(style_img, path, side=160):
@@ -233,12 +204,6 @@ def write_contact_sheet(weights_dir, photos_dir, out_path, photo_names=SHEET_PHO
     return out_path
 
 
-def lr_at(args, fraction):
-    """Cosine decay from ``args.lr`` to a tenth of it over the wall-clock budget."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * fraction)))
-
-
 def pretrain_identity(args, device):
     """Train the network to reproduce its input (pixel MSE, no VGG) for ``args.identity_minutes``.
 
@@ -250,7 +215,7 @@ def pretrain_identity(args, device):
     rng = random.Random(args.seed + 1)
     torch.manual_seed(args.seed + 1)
     net = TransformerNet(channels=args.channels).to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=args.identity_lr)
     step, elapsed = 0, 0.0
     if path.exists():
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -294,14 +259,14 @@ def train_one(name, meta, args, vgg, device, identity=None):
     # than relu1_2's), so an unnormalised sum is relu1_2 alone: colour, no brushwork. Dividing each layer's
     # error by its target's mean square weighs the four layers equally; the content error is relative too.
     norms = {k: (float(v.pow(2).mean()) + 1e-30) / STYLE_LAYER_WEIGHTS[k] for k, v in targets.items()}
-    sampler = CropSampler(args.data, args.size, rng)
+    sampler = CropSampler(args.data, args.size, rng, largest=args.final_size)
     val_files = sheet_photo_files(args.val_dir) if args.val_dir else []
     val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
 
     net = TransformerNet(channels=args.channels).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt_path = Path(args.checkpoint_dir) / f"style_{name}.ckpt"
-    step, elapsed, init_from = 0, 0.0, None
+    step, elapsed, init_from, setup, segments = 0, 0.0, None, None, []
     if ckpt_path.exists() and not args.fresh:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["channels"] != list(args.channels):
@@ -310,6 +275,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
         net.load_state_dict(ckpt["model"], strict=True)
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
+        setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
         rng.setstate(ckpt["py_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         tqdm.write(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
@@ -324,12 +290,34 @@ def train_one(name, meta, args, vgg, device, identity=None):
         net.load_state_dict(identity[0], strict=True)
         init_from = identity[1]
 
+    if setup is None:
+        def make_step(precision, channels_last):
+            n, v = throwaway(net, vgg)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            n, v = n.to(memory_format=fmt).train(), v.to(memory_format=fmt)
+            o = torch.optim.Adam(n.parameters(), lr=0.0)
+            x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
+
+            def one():
+                loss = sum(style_losses(n, v, x, targets, norms, args, precision))
+                o.zero_grad(set_to_none=True)
+                loss.backward()
+                o.step()
+            return one
+        setup = choose_precision(make_step, device, args.precision, args.channels_last)
+        setup["hardware"] = hardware(device)
+        tqdm.write(f"[{name}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+                   f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
+    precision = setup["precision"]
+    fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
+    net, vgg = net.to(memory_format=fmt), vgg.to(memory_format=fmt)
+
     def save_checkpoint():
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
                     "channels": list(args.channels), "init_from": init_from, "py_rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state()}, tmp)
+                    "torch_rng": torch.get_rng_state(), "setup": setup, "segments": segments}, tmp)
         os.replace(tmp, ckpt_path)
 
     def save_preview():
@@ -354,18 +342,15 @@ def train_one(name, meta, args, vgg, device, identity=None):
         for group in opt.param_groups:
             # Linear warm-up: Adam's first steps move every weight by about lr at once, which wipes out what
             # the starting network knew (the loss jumps 30-fold) and costs a short budget most of its steps.
-            group["lr"] = lr_at(args, elapsed / budget) * min(1.0, (step + 1) / args.warmup_steps)
-        x = sampler.batch(args.batch).to(device)
-        with torch.no_grad():
-            content = vgg(x, (CONTENT_LAYER,))[CONTENT_LAYER] * FEATURE_SCALE
-        y = net(x)
-        feats = vgg(y, STYLE_LAYERS)
-        content_loss = args.content_weight * F.mse_loss(feats[CONTENT_LAYER] * FEATURE_SCALE, content) / (
-            content.pow(2).mean() + 1e-12)
-        style_loss = args.style_weight * sum(
-            F.mse_loss(gram(feats[k] * FEATURE_SCALE), targets[k].expand(y.shape[0], -1, -1)) / norms[k]
-            for k in STYLE_LAYERS)
-        tv_loss = args.tv_weight * total_variation(y)
+            group["lr"] = cosine_lr(args.lr, elapsed / budget) * min(1.0, (step + 1) / args.warmup_steps)
+        size = crop_size(args, elapsed / budget)
+        if size != sampler.size:
+            sampler.size = size
+            tqdm.write(f"[{name}] step {step}: {size}-px crops from here on")
+        if not segments or segments[-1]["size"] != size:
+            segments.append({"size": size, "from_step": step, "steps": 0, "minutes": 0.0})
+        x = sampler.batch(args.batch).to(device).contiguous(memory_format=fmt)
+        content_loss, style_loss, tv_loss = style_losses(net, vgg, x, targets, norms, args, precision)
         loss = content_loss + style_loss + tv_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"[{name}] loss is {loss.item()} at step {step}; lower --lr")
@@ -375,6 +360,8 @@ def train_one(name, meta, args, vgg, device, identity=None):
         step += 1
         dt = time.monotonic() - t0
         elapsed += dt
+        segments[-1]["steps"] += 1
+        segments[-1]["minutes"] = round(segments[-1]["minutes"] + dt / 60, 3)
         cur = {"content": content_loss.item(), "style": style_loss.item(), "tv": tv_loss.item(),
                "total": loss.item()}
         ema = cur if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in cur.items()}
@@ -421,12 +408,28 @@ def train_one(name, meta, args, vgg, device, identity=None):
                             "each style layer's Gram error relative to its target's mean square",
             "data": f"{len(sampler.images)} photos from {args.data}",
             "initialised_from": init_from,
-            "hardware": hardware_string(device, args.threads),
+            "hardware": setup["hardware"], "precision": setup["precision"],
+            "channels_last": setup["channels_last"], "step_seconds": setup["seconds"], "crops": segments,
         },
         "final_losses": {k: round(v, 4) for k, v in losses.items()},
+        "eval": held_out_figures(out / file, style_img, args),
     }
     tqdm.write(f"[{name}] {step} steps in {elapsed / 60:.1f} min -> {out / file}; losses {entry['final_losses']}")
     return update_manifest(out, f"style/{name}", entry)
+
+
+def held_out_figures(path, style_img, args):
+    """``training.evaluate.style_figures`` of the exported file on every photo of ``--val-dir`` (none: None)."""
+    from training.evaluate import style_figures
+    files = list_images(args.val_dir) if args.val_dir and Path(args.val_dir).is_dir() else []
+    if not files:
+        return None
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    figures = style_figures(module, load_vgg(args.vgg, torch.device("cpu")), style_img, args.style_size,
+                            [load_rgb(f) for f in files])
+    tqdm.write(f"[{path.stem}] held-out: Gram distance ratio {figures['gram_ratio']:.3f}, "
+               f"content change {figures['content_change']:.3f} ({figures['photos']} photos)")
+    return figures
 
 
 def parse_channels(text):
@@ -447,22 +450,32 @@ def parse_args(argv=None):
     p.add_argument("--vgg", default="data/vgg16_hed.pt", help="converted VGG16 weights (model/vgg.py)")
     p.add_argument("--minutes", type=float, default=14.0, help="wall-clock training budget per style")
     p.add_argument("--max-steps", type=int, default=None, help="stop earlier after this many steps")
-    p.add_argument("--size", type=int, default=96, help="side of the square training crops")
-    p.add_argument("--style-size", type=int, default=384, help="longest side of the style image")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--channels", type=parse_channels, default=(16, 32, 64), help="encoder widths")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+    p.add_argument("--size", type=int, default=256, help="side of the square training crops")
+    p.add_argument("--final-size", type=int, default=None,
+                   help="crop side for the last --final-fraction of the budget (e.g. --size 128 --final-size 256)")
+    p.add_argument("--final-fraction", type=float, default=0.25)
+    p.add_argument("--style-size", type=int, default=512, help="longest side of the style image")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--channels", type=parse_channels, default=(32, 64, 128), help="encoder widths (Johnson's)")
+    # With the output on [0, 1] (model.transformer_net.OUTPUT_SCALE), an Adam step at 1e-3 moves an output
+    # pixel by tens of grey levels and the network stays a dark hatched wash; 1e-4 brings the palette.
+    p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate")
     p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
-    p.add_argument("--content-weight", type=float, default=2.0, help="on the relative relu2_2 error")
-    p.add_argument("--style-weight", type=float, default=1.0, help="on the sum of per-layer relative Gram errors")
+    p.add_argument("--content-weight", type=float, default=1.0, help="on the relative relu2_2 error")
+    p.add_argument("--style-weight", type=float, default=2.0, help="on the sum of per-layer relative Gram errors")
     p.add_argument("--tv-weight", type=float, default=5.0, help="on the mean squared neighbour difference")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (CPU runs)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: every core)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: time a few steps of each that the hardware supports and keep the fastest")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memory layout of the training tensors; auto: timed with the precision")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="weights", help="where the traced networks, thumbs and manifest go")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--identity-minutes", type=float, default=3.0,
                    help="first teach the network to reproduce photos (pixel loss, shared by all styles)")
+    p.add_argument("--identity-lr", type=float, default=1e-3, help="Adam learning rate of the identity pretraining")
     p.add_argument("--init-from", default=None,
                    help="checkpoint (another style's .ckpt) to start a new style from instead of random weights")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
@@ -485,8 +498,7 @@ def main(argv=None):
         return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    set_threads(device, args.threads)
     catalogue = json.loads((Path(args.styles_dir) / "styles.json").read_text())
     names = list(catalogue) if "all" in args.style else args.style
     unknown = [n for n in names if n not in catalogue]

@@ -1,0 +1,150 @@
+"""What the SR and style trainers share: image listing, the learning-rate schedule, the VGG loss network,
+the hardware string of the manifest, and the choice of precision and memory layout on the machine at hand."""
+import contextlib
+import copy
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from model.vgg import VGG16Features
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+# The HED VGG works on Caffe's 0..255 scale; dividing its features by this brings relu1_2 to torchvision's.
+FEATURE_SCALE = 1.0 / 58.0
+
+
+def list_images(folder):
+    """Image files directly inside ``folder``, sorted by name; ValueError when there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+    return files
+
+
+def cosine_lr(base, fraction, floor=0.1):
+    """Cosine decay from ``base`` at ``fraction`` 0 to ``floor * base`` at 1 (``fraction`` is clamped)."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def load_vgg(path, device, last="relu4_3"):
+    """VGG16 trunk to ``last`` with the converted HED weights (fp16 file), strictly loaded, frozen, eval."""
+    net = VGG16Features(last=last)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval().to(device)
+
+
+def gram(f):
+    """Gram matrix of (N, C, H, W) features, normalised by C * H * W -> (N, C, C)."""
+    n, c, h, w = f.shape
+    f = f.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def cpu_flags():
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16(flags=None):
+    """True when the CPU has bf16 arithmetic units (AVX512-BF16 or AMX); without them bf16 is emulated and
+    much slower than fp32 (12x for a style step on an AVX2-only AMD EPYC)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def hardware(device):
+    """What trained a file, for the manifest: the GPU's name, or the CPU's name and torch's thread count."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({platform.machine()}), {threads} thread{'s' if threads != 1 else ''}"
+
+
+def autocast(device, precision):
+    """The autocast context of ``precision`` ('bf16' or 'fp32', a no-op) on ``device``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def candidates(device, flags=None):
+    """The (precision, channels_last) pairs worth timing on ``device``, and why others are left out."""
+    pairs = [("fp32", False), ("fp32", True)]
+    if device.type == "cuda" or cpu_has_bf16(flags):
+        pairs += [("bf16", False), ("bf16", True)]
+        return pairs, None
+    return pairs, "no bf16 units on this CPU (no avx512_bf16/amx_bf16 flag): bf16 not tried"
+
+
+def choose_precision(make_step, device, precision="auto", channels_last="auto", trials=2):
+    """Pick the fastest (precision, channels_last) by timing ``trials`` training steps of each, after one
+    untimed step; what is given explicitly ('fp32'/'bf16', 'on'/'off') is not timed.
+
+    ``make_step(precision, channels_last)`` returns a function doing one whole training step on throwaway
+    copies (so timing moves no real weight). Returns a dict with ``precision``, ``channels_last``,
+    ``seconds`` (each timed pair's median step) and ``note``.
+    """
+    pairs, note = candidates(device)
+    if precision != "auto":
+        pairs = [p for p in pairs if p[0] == precision] or [(precision, False), (precision, True)]
+    if channels_last != "auto":
+        pairs = [p for p in pairs if p[1] == (channels_last == "on")]
+    seconds = {}
+    if len(pairs) > 1:
+        for prec, cl in pairs:
+            step = make_step(prec, cl)
+            step()
+            times = []
+            for _ in range(trials):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+            seconds[f"{prec}{' channels_last' if cl else ''}"] = round(sorted(times)[len(times) // 2], 3)
+        best = min(pairs, key=lambda p: seconds[f"{p[0]}{' channels_last' if p[1] else ''}"])
+    else:
+        best = pairs[0]
+    return dict(precision=best[0], channels_last=best[1], seconds=seconds, note=note)
+
+
+def throwaway(*modules):
+    """Deep copies of ``modules`` (for timing steps without touching the real ones)."""
+    return [copy.deepcopy(m) for m in modules]
+
+
+def set_threads(device, threads):
+    """Use ``threads`` torch threads on the CPU (0: every CPU this process may use)."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))

@@ -1,0 +1,126 @@
+"""Trained module -> served TorchScript file, and back.
+
+The served files are exact rewrites of the trained networks for CPU speed (docs/performance.md): BatchNorm
+folded, channels_last weights, the SR tail moved behind the last pixel shuffle and factored, the style
+network's decoder computed at the low resolution. ``export_sr`` / ``export_style`` write them;
+``sr_from_state_dict`` / ``style_from_state_dict`` turn a served file's weights back into the trainable
+architecture, for fine-tuning a shipped network and for the bench's textbook peer and FLOP count.
+"""
+import copy
+
+import torch
+from torch import nn
+
+from model.rewrites import factor_conv, fold_shuffle_into_conv, unfactor_conv
+from model.srresnet import SRResNet
+from model.transformer_net import from_state_dict as style_from_state_dict, rewritten
+
+__all__ = ["export_sr", "export_style", "sr_from_state_dict", "style_from_state_dict", "SR_TOLERANCE",
+           "STYLE_TOLERANCE"]
+
+# Largest difference allowed between a served file and the network it was made from, on [0, 1] outputs:
+# far below one grey level (1/255), far above float rounding through 20-odd layers.
+SR_TOLERANCE = STYLE_TOLERANCE = 1e-4
+
+
+def export_sr(net, path):
+    """Trace ``net`` (an ``SRResNet``) on the CPU in eval mode to TorchScript at ``path``.
+
+    The traced copy has BatchNorm folded into the convolutions and its weights in channels_last, so oneDNN
+    runs every convolution in NHWC without reorders. Its last pixel shuffle moves behind the 9x9 tail
+    (``model.rewrites.fold_shuffle_into_conv``: the PReLU before it takes each channel's slope four times),
+    and the tail is factored into 1xk and kx1 convolutions (``model.rewrites.factor_conv``). ``net`` itself
+    is left as it was (training goes on with it).
+    """
+    from torch.fx.experimental.optimization import fuse
+    was_training = net.training
+    net = net.eval().cpu()
+    fast = fuse(net)  # a folded copy
+    last = fast.get_submodule(f"upsample.{len(net.upsample) - 1}")
+    act = nn.PReLU(last.act.weight.numel() * 4)
+    with torch.no_grad():
+        act.weight.copy_(last.act.weight.detach().repeat_interleave(4))
+    last.shuffle, last.act = nn.Identity(), act
+    fast.tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(fast.tail)), nn.PixelShuffle(2))
+    fast = fast.to(memory_format=torch.channels_last)
+    probe = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        traced = torch.jit.trace(fast, probe, check_trace=False)
+        diff = (traced(probe) - net(probe)).abs().max().item()
+    net.train(was_training)
+    if diff > SR_TOLERANCE:
+        raise RuntimeError(f"the folded network differs from the trained one by {diff:.3g} (> {SR_TOLERANCE})")
+    torch.jit.save(traced, str(path))
+
+
+def _unfold_shuffle(weight, bias, r=2, k=9):
+    """The k x k convolution (after ``PixelShuffle(r)``) that ``fold_shuffle_into_conv`` turned into
+    ``weight`` / ``bias`` (before it): every original tap is read back from output phase (0, 0)."""
+    size = weight.shape[-1]
+    taps, p = size // 2, k // 2
+    out_c, in_c = weight.shape[0] // (r * r), weight.shape[1] // (r * r)
+    w = torch.zeros(out_c, in_c, k, k)
+    for iy in range(r):
+        for ix in range(r):
+            for u in range(-taps, taps + 1):
+                for v in range(-taps, taps + 1):
+                    ky, kx = r * u + iy + p, r * v + ix + p
+                    if 0 <= ky < k and 0 <= kx < k:
+                        w[:, :, ky, kx] = weight[0::r * r, iy * r + ix::r * r, u + taps, v + taps]
+    return w, None if bias is None else bias[0::r * r].clone()
+
+
+def sr_from_state_dict(sd):
+    """The trainable ``SRResNet`` (eval mode, bicubic skip) holding a served SR file's weights.
+
+    Its BatchNorm layers compute y = x (the statistics are folded into the convolutions): they must stay in
+    eval mode when it is trained further (``training.train_sr`` freezes them), and the next export folds
+    them away again. Raises ValueError when ``sd`` is not an exported SRResNet."""
+    sd = {k: v.detach().float().contiguous() for k, v in dict(sd).items()}
+    if "tail.0.0.weight" not in sd or "head.0.weight" not in sd:
+        raise ValueError("not an exported SRResNet (no head.0 / factored tail.0.0 weights)")
+    channels = sd["head.0.weight"].shape[0]
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
+    net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=True)
+    rows, cols = (type("conv", (), dict(weight=sd.pop(f"tail.0.{i}.weight"), bias=sd.pop(f"tail.0.{i}.bias", None)))
+                  for i in (0, 1))
+    folded_w, folded_b = unfactor_conv(rows, cols)
+    sd["tail.weight"], sd["tail.bias"] = _unfold_shuffle(folded_w, folded_b)
+    last = f"upsample.{len(net.upsample) - 1}.act.weight"
+    sd[last] = sd[last][0::4].clone()
+    own = net.state_dict()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.fill_(1.0 - m.eps)
+    own = net.state_dict()
+    missing = set(own) - set(sd)
+    if any(".bn" not in k and not k.startswith("body_tail.1.") for k in missing) or set(sd) - set(own):
+        raise ValueError("the SR file's weights do not have SRResNet's layout")
+    net.load_state_dict(dict(sd, **{k: own[k] for k in missing}), strict=True)
+    return net.eval()
+
+
+def export_style(net, path):
+    """Trace ``net`` (a ``TransformerNet``) on the CPU in eval mode to TorchScript at ``path``.
+
+    The traced copy has its convolution weights in channels_last and runs NHWC throughout, with the
+    layout-keeping instance norm of ``model.transformer_net``, and the exact rewrites of
+    ``model.transformer_net.rewritten``: its 9x9 RGB output convolution factored into 1x9 and 9x1, its two
+    upsampling decoder layers computed at the low resolution. It is checked against ``net``'s textbook NCHW
+    graph on a size other than the tracing example's (a trace that baked a size would fail there) and on a
+    batch of two images. ``net`` itself is left as it was.
+    """
+    was_training = net.training
+    net = net.eval().cpu()
+    fast = rewritten(net).to(memory_format=torch.channels_last)
+    fast.fused_norm = True
+    reference = copy.deepcopy(net)
+    reference.fused_norm = False
+    net.train(was_training)
+    with torch.inference_mode():
+        traced = torch.jit.trace(fast, torch.rand(1, 3, 67, 93), check_trace=False)
+        for probe in (torch.rand(1, 3, 50, 41), torch.rand(2, 3, 36, 28)):
+            diff = (traced(probe) - reference(probe)).abs().max().item()
+            if diff > STYLE_TOLERANCE:
+                raise RuntimeError(f"traced style network differs from the eager one by {diff:.3g}")
+    torch.jit.save(traced, str(path))
