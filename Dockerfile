@@ -34,11 +34,11 @@ junk = glob.glob(os.path.join(torch_dir, 'bin', '*')) + glob.glob(os.path.join(t
 [os.remove(f) for f in junk if os.path.isfile(f) and os.path.basename(f) != 'torch_shm_manager']"; \
     python3 -c "import torch; torch.jit.script(torch.nn.Conv2d(3, 3, 1))(torch.zeros(1, 3, 4, 4))"
 
-# Serving code only, exactly what handler.py imports (tests/test_deploy.py checks): not training/, not
+# Serving code only, exactly what handler.py and batch_handler.py (the batch function's command) import (tests/test_deploy.py checks): not training/, not
 # model/ (the weights are TorchScript, which loads without the Python class definitions), and no weights:
 # on Lambda they come from the models bucket (MODEL_BUCKET), so one upload updates them without a
 # rebuild. For a local `docker run` without a bucket, mount them: -v "$PWD/weights:/var/task/weights:ro".
-COPY handler.py ${LAMBDA_TASK_ROOT}/
+COPY handler.py batch_handler.py ${LAMBDA_TASK_ROOT}/
 COPY imgapi/ ${LAMBDA_TASK_ROOT}/imgapi/
 
 # /var/task is read-only on Lambda: compile now, or every cold start recompiles our modules in memory.

@@ -66,16 +66,20 @@ def _of_type(template: dict, kind: str) -> dict:
     return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
 
 
-def _function(template: dict) -> dict:
+def _function(template: dict, name: str = "ApiLambdaFunction") -> dict:
+    """The API function's properties (or the batch function's, tests/test_batch_deploy.py): no others."""
     functions = _of_type(template, "AWS::Lambda::Function")
-    assert list(functions) == ["ApiLambdaFunction"]
-    return functions["ApiLambdaFunction"]["Properties"]
+    assert sorted(functions) == ["ApiLambdaFunction", "BatchLambdaFunction"]
+    return functions[name]["Properties"]
 
 
-def _statements(template: dict) -> list[dict]:
-    """Every statement of every identity policy in the template, conditional ones included."""
+def _statements(template: dict, role: str | None = None) -> list[dict]:
+    """Every statement of every identity policy in the template (of ``role`` only, when given), conditional
+    ones included."""
     documents = []
-    for resource in _of_type(template, "AWS::IAM::Role").values():
+    for name, resource in _of_type(template, "AWS::IAM::Role").items():
+        if role is not None and name != role:
+            continue
         documents += [policy["PolicyDocument"] for policy in resource["Properties"].get("Policies", [])]
     for resource in _of_type(template, "AWS::IAM::Policy").values():
         documents.append(resource["Properties"]["PolicyDocument"])
@@ -162,7 +166,7 @@ def test_iam_reads_models_prefix_and_writes_results_prefix_only(template):
     assert function["Role"] == {"Fn::GetAtt": ["ApiRole", "Arn"]}
     assert "IamRoleLambdaExecution" not in template["Resources"]  # the framework's broader default role
     s3 = {}
-    for statement in _statements(template):
+    for statement in _statements(template, "ApiRole"):
         actions = _as_list(statement["Action"])
         if any(action.startswith("s3:") for action in actions):
             (resource,) = _as_list(statement["Resource"])
@@ -176,7 +180,7 @@ def test_iam_reads_models_prefix_and_writes_results_prefix_only(template):
 
 
 def test_logs_only_to_the_functions_own_log_group(template):
-    logs = [s for s in _statements(template) if any(a.startswith("logs:") for a in _as_list(s["Action"]))]
+    logs = [s for s in _statements(template, "ApiRole") if any(a.startswith("logs:") for a in _as_list(s["Action"]))]
     assert logs == [
         {
             "Sid": "WriteOwnLogs",
@@ -271,6 +275,7 @@ def test_image_installs_cpu_torch_and_serving_requirements_only():
     assert "requirements-train" not in dockerfile and "requirements-test" not in dockerfile
     copied = re.findall(r"^COPY\s+(\S+)", dockerfile, re.M)
     assert set(copied) == {"requirements.txt", "handler.py", "imgapi/"}
+    assert re.search(r"^COPY handler\.py batch_handler\.py \$\{LAMBDA_TASK_ROOT\}/$", dockerfile, re.M)
 
 
 def _local_imports(path: Path) -> set[Path]:
@@ -295,10 +300,12 @@ def _local_imports(path: Path) -> set[Path]:
     return seen
 
 
-def test_image_holds_every_module_the_handler_imports():
-    copied = {p.rstrip("/") for p in re.findall(r"^COPY\s+(\S+)", _dockerfile(), re.M)}
-    needed = {f.relative_to(REPO).parts[0] for f in _local_imports(REPO / "handler.py")}
-    assert "imgapi" in needed
+@pytest.mark.parametrize("entry", ["handler.py", "batch_handler.py"])
+def test_image_holds_every_module_the_handler_imports(entry):
+    copied = {p for line in re.findall(r"^COPY\s+(.+)$", _dockerfile(), re.M) for p in line.split()[:-1]}
+    copied = {p.rstrip("/") for p in copied}
+    needed = {f.relative_to(REPO).parts[0] for f in _local_imports(REPO / entry)}
+    assert "imgapi" in needed and entry in needed
     assert needed <= copied, f"serving imports {needed - copied}, which the Dockerfile does not copy"
 
 
@@ -334,7 +341,7 @@ def test_docker_context_leaves_out(path):
 
 
 @pytest.mark.parametrize("path", [
-    "handler.py", "requirements.txt", "imgapi/app.py", "imgapi/static/index.html",
+    "handler.py", "batch_handler.py", "requirements.txt", "imgapi/app.py", "imgapi/static/index.html",
 ])
 def test_docker_context_keeps(path):
     assert _docker_context_includes(path)
