@@ -24,7 +24,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu train-style-cpu eval \
-	package deploy deploy-preflight upload-weights destroy clean loadtest security bench
+	package deploy deploy-preflight upload-weights destroy batch clean loadtest security bench
 
 ## List the targets
 help:
@@ -102,6 +102,13 @@ deploy: deploy-preflight $(DEPLOY_VENV)/.installed
 ## Upload weights/ and its manifest to the stack's models bucket (skips files whose sha256 matches)
 upload-weights: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
+
+## Batch a folder through the stack's S3 bucket: DIR=photos/ OP=upscale [MODEL= SCALE=] | OP=stylize STYLE= [STRENGTH=] (STAGE, REGION, OUT=)
+batch: $(DEPLOY_VENV)/.installed
+	@test -n "$(DIR)" -a -n "$(OP)" || { echo "usage: make batch DIR=photos/ OP=upscale|stylize [MODEL=srgan SCALE=4 | STYLE=name STRENGTH=1] [OUT=dir]"; exit 1; }
+	$(DEPLOY_PY) -m tools.batch "$(DIR)" --op $(OP) --stack $(STACK) --region $(REGION) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(SCALE),--scale $(SCALE)) $(if $(STYLE),--style $(STYLE)) \
+		$(if $(STRENGTH),--strength $(STRENGTH)) $(if $(OUT),-o "$(OUT)") $(BATCH_ARGS)
 
 ## Delete the deployment: empty its buckets, then remove the stack and its ECR repository
 destroy: $(DEPLOY_VENV)/.installed

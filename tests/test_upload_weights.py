@@ -126,11 +126,13 @@ STACK_TEMPLATE = {
     "Resources": {
         "ModelsBucket": {"Type": "AWS::S3::Bucket"},
         "ResultsBucket": {"Type": "AWS::S3::Bucket"},
+        "BatchBucket": {"Type": "AWS::S3::Bucket"},
     },
     "Outputs": {
         "ModelBucketName": {"Value": {"Ref": "ModelsBucket"}},
         "ModelPrefix": {"Value": "models/"},
         "ResultBucketName": {"Value": {"Ref": "ResultsBucket"}},
+        "BatchBucketName": {"Value": {"Ref": "BatchBucket"}},
     },
 }
 
@@ -141,6 +143,7 @@ def test_cli_finds_the_bucket_and_prefix_from_the_stack_then_empties_it(moto_env
     outputs = tool.stack_outputs(boto3.client("cloudformation"), "imgapi-test")
     s3 = boto3.client("s3")
     s3.put_object(Bucket=outputs["ResultBucketName"], Key="results/old.png", Body=b"png")
+    s3.put_object(Bucket=outputs["BatchBucketName"], Key="out/upscale/srgan/x4/a.png", Body=b"png")
 
     assert tool.main(["--stack", "imgapi-test", "--weights-dir", str(weights)]) == 0
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=outputs["ModelBucketName"])["Contents"]]
@@ -149,7 +152,7 @@ def test_cli_finds_the_bucket_and_prefix_from_the_stack_then_empties_it(moto_env
     assert "4 uploaded, 0 unchanged" in capsys.readouterr().out
 
     assert tool.main(["--stack", "imgapi-test", "--empty-buckets"]) == 0
-    for bucket in (outputs["ModelBucketName"], outputs["ResultBucketName"]):
+    for bucket in (outputs["ModelBucketName"], outputs["ResultBucketName"], outputs["BatchBucketName"]):
         assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 

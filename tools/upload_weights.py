@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--empty-buckets",
         action="store_true",
-        help="delete every object in the models bucket (and the stack's result bucket) instead of uploading",
+        help="delete every object in the models bucket (and the stack's result and batch buckets) instead of uploading",
     )
     return parser.parse_args(argv)
 
@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             outputs = stack_outputs(session.client("cloudformation"), args.stack)
             if "ModelBucketName" not in outputs:
                 raise UploadError(f"stack {args.stack!r} has no ModelBucketName output")
-            buckets = [outputs["ModelBucketName"]] + (
-                [outputs["ResultBucketName"]] if "ResultBucketName" in outputs else []
-            )
+            buckets = [outputs["ModelBucketName"]] + [
+                outputs[name] for name in ("ResultBucketName", "BatchBucketName") if name in outputs
+            ]
             prefix = prefix if prefix is not None else outputs.get("ModelPrefix")
         if args.empty_buckets:
             for bucket in buckets:
