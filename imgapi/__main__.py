@@ -59,6 +59,7 @@ def batch(args, config):
     import torch
 
     from imgapi import engine, images
+    from imgapi import stylize as style_engine
     from imgapi.store import ModelStore
     torch.set_num_threads(config.torch_threads)
     store = ModelStore(config)
@@ -82,12 +83,10 @@ def batch(args, config):
             if args.command == "upscale":
                 out, alpha = engine.upscale(model.module, rgb, alpha, scale=args.scale,
                                             tile=config.tile, overlap=config.tile_overlap)
-            else:
-                from imgapi.stylize import stylize
-                out = stylize(model.module, rgb, strength=args.strength,
-                              preserve_color=args.preserve_color, max_side=args.max_side)
-                if alpha is not None:
-                    alpha = alpha.resize(out.size, images.Image.LANCZOS)
+            else:  # the call the /stylize route makes
+                out, alpha = style_engine.stylize_with_alpha(model.module, rgb, alpha, strength=args.strength,
+                                                             preserve_color=args.preserve_color,
+                                                             max_side=args.max_side)
         except (ApiError, OSError) as exc:
             failed += 1
             print(f"{path}: {getattr(exc, 'message', exc)}", file=sys.stderr)

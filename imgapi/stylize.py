@@ -38,6 +38,25 @@ def shrink_to(rgb, max_side):
     return rgb.resize(size, Image.LANCZOS)
 
 
+def stylize_with_alpha(module, rgb, alpha=None, *, strength=1.0, preserve_color=False, max_side=1024):
+    """:func:`stylize` for an image with its alpha channel: returns ``(rgb, alpha)``, as
+    :func:`imgapi.engine.upscale` does. The route and the CLI both call this.
+
+    ``alpha``: None, or the image's alpha as ``images.decode`` gives it: a PIL ``"L"`` image or an ``(H, W)``
+    uint8 array. It is resized (Lanczos) to the result's size, which differs when ``max_side`` shrank the
+    image, and keeps its kind; None stays None.
+    """
+    out = stylize(module, rgb, strength=strength, preserve_color=preserve_color, max_side=max_side)
+    if alpha is None:
+        return out, None
+    size = (out.shape[1], out.shape[0]) if isinstance(out, np.ndarray) else out.size
+    if not isinstance(alpha, np.ndarray):
+        return out, alpha.resize(size, Image.LANCZOS)
+    if alpha.shape == (size[1], size[0]):
+        return out, alpha
+    return out, np.asarray(Image.fromarray(alpha, "L").resize(size, Image.LANCZOS))
+
+
 def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):
     """Restyle an image with a style module.
 
