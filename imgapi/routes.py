@@ -1,0 +1,122 @@
+"""The routes of ``docs/api.md``, one function each, in the order of its table.
+
+Each one reads its options (:mod:`imgapi.fields`), decodes the image (:mod:`imgapi.images`), refuses a
+result that could not go back before any work (:mod:`imgapi.respond`), runs the engine in an inference
+slot (:mod:`imgapi.admission`) and answers (:mod:`imgapi.respond`). What every request goes through
+(errors, headers, logs) is :mod:`imgapi.hooks`.
+"""
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, send_file
+
+from imgapi import engine, fields, images, stylize as style_engine
+from imgapi.errors import ApiError, bad_request
+from imgapi.respond import check_result_fits, respond
+
+STATIC = Path(__file__).resolve().parent / "static"
+SR_MODELS = ("srgan", "srresnet")
+
+api = Blueprint("api", __name__)
+
+
+@api.get("/")
+def page():
+    index = STATIC / "index.html"
+    if not index.is_file():
+        return Response("The web page is not installed.", mimetype="text/plain")
+    return send_file(index, mimetype="text/html", max_age=0)
+
+
+@api.post("/upscale")
+def upscale():
+    config = _config()
+    name = fields.choice("model", SR_MODELS, "srgan")
+    scale = fields.number("scale", 4, 2, 4, int)
+    rgb, alpha = images.decode(fields.upload(config), config.max_upscale_pixels)
+    check_result_fits(rgb.width * scale, rgb.height * scale, _channels(alpha), config)
+    m = _model(name)
+    out, out_alpha = _admission().run(lambda: engine.upscale(m.module, rgb, alpha, scale=scale, tile=config.tile,
+                                                             overlap=config.tile_overlap))
+    return respond(out, out_alpha, {"model": name, "sha256": m.sha256[:12], "scale": scale}, config)
+
+
+@api.post("/stylize")
+def stylize():
+    config, known = _config(), _style_names()
+    style = fields.field("style")
+    if style is None:
+        raise bad_request("missing_style", f"field 'style' is required. Styles: {', '.join(known)}")
+    if style not in known:
+        raise bad_request("invalid_style", f"style {style[:60]!r} is not known. Styles: {', '.join(known)}")
+    strength = fields.number("strength", 1.0, 0.0, 1.0)
+    preserve = fields.boolean("preserve_color")
+    max_side = fields.number("max_side", 1024, 16, config.max_side_limit, int)
+    # As arrays: no copies into PIL and out.
+    rgb, alpha = images.decode(fields.upload(config), config.max_stylize_pixels, arrays=True)
+    width, height = images.size_of(rgb)
+    k = min(1.0, max_side / max(width, height))
+    check_result_fits(round(width * k), round(height * k), _channels(alpha), config)
+    m = _model(f"style/{style}")
+    out, out_alpha = _admission().run(lambda: style_engine.stylize_with_alpha(
+        m.module, rgb, alpha, strength=strength, preserve_color=preserve, max_side=max_side))
+    return respond(out, out_alpha, {"model": f"style/{style}", "style": style, "sha256": m.sha256[:12],
+                                    "strength": strength, "preserve_color": preserve}, config)
+
+
+@api.get("/styles")
+def list_styles():
+    out = []
+    for name in _style_names():
+        e = _store().entry(f"style/{name}")
+        out.append({"name": name, "title": e.get("title", name), "artist": e.get("artist", ""),
+                    "licence": e.get("licence", ""), "source": e.get("source", ""),
+                    "thumbnail": f"/styles/{name}/thumbnail" if e.get("thumbnail") else None})
+    return jsonify(styles=out)
+
+
+@api.get("/styles/<name>/thumbnail")
+def thumbnail(name):
+    e = _store().entry(f"style/{name}")
+    if e is None or not e.get("thumbnail"):
+        raise ApiError(404, "not_found", f"no thumbnail for style {name!r}")
+    return send_file(_store().file(e["thumbnail"]), max_age=86400)
+
+
+@api.get("/health")
+def health():
+    config = _config()
+    return jsonify(status="ok", models=_store().status(), limits={
+        "max_upload_bytes": config.max_upload_bytes,
+        "max_upscale_pixels": config.max_upscale_pixels,
+        "max_stylize_pixels": config.max_stylize_pixels,
+        "max_side_limit": config.max_side_limit,
+        "max_response_bytes": config.max_response_bytes,
+        "result_bucket": bool(config.result_bucket),
+    })
+
+
+def _config():
+    return current_app.extensions["imgapi"]["config"]
+
+
+def _store():
+    return current_app.extensions["imgapi"]["store"]
+
+
+def _admission():
+    return current_app.extensions["imgapi"]["admission"]
+
+
+def _channels(alpha):
+    return 3 if alpha is None else 4
+
+
+def _model(name):
+    try:
+        return _store().get(name)
+    except KeyError:
+        raise bad_request("unknown_model", f"no model {name!r} in the manifest") from None
+
+
+def _style_names():
+    return [n.split("/", 1)[1] for n in _store().names("style") if n.startswith("style/")]
