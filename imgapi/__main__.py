@@ -29,7 +29,7 @@ def serve(args, config):
     # Two threads more than can run or wait for inference stay free for /health, the page and errors.
     threads = max(args.threads, config.max_concurrent + config.max_queue + 2)
     # Bodies up to DRAIN_LIMIT_BYTES over the limit are read, so that the app's JSON 413 reaches clients
-    # that send the whole body before reading (imgapi/app.py); waitress refuses longer ones itself.
+    # that send the whole body before reading (imgapi/hooks.py); waitress refuses longer ones itself.
     from imgapi.app import DRAIN_LIMIT_BYTES
     waitress_serve(app, host=host, port=port, threads=threads, channel_timeout=60,
                    max_request_body_size=config.max_upload_bytes + 64 * 1024 + DRAIN_LIMIT_BYTES, ident="imgapi")
