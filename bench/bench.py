@@ -148,21 +148,21 @@ def prepare_weights(src_dir, dest):
     sr_names = ["srgan", "srresnet"]
     if not copy_shipped("srgan", sr_names, "srgan.pt", {}):
         from model.srresnet import SRResNet
-        from training.train_sr import export
+        from training.export import export_sr
         torch.manual_seed(0)
-        export(SRResNet(), dest / "srgan.pt")
+        export_sr(SRResNet(), dest / "srgan.pt")
         update_manifest(dest, "srgan", dict(file="srgan.pt", kind="sr", scale=4))
         sources["srgan"] = ("fresh SRResNet() (no shipped SR weights yet), traced by "
-                            "training.train_sr.export()")
+                            "training.export.export_sr()")
     style_names = sorted(n for n in shipped if n.startswith("style/"))
     if not copy_shipped("style/bench", style_names, "style_bench.pt", {}):
         from model.transformer_net import TransformerNet
-        from training.train_style import export as export_style
+        from training.export import export_style
         torch.manual_seed(0)
         export_style(TransformerNet(), dest / "style_bench.pt")
         update_manifest(dest, "style/bench", dict(file="style_bench.pt", kind="style", title="bench"))
         sources["style/bench"] = ("fresh TransformerNet() (no shipped style weights yet), traced by "
-                                  "training.train_style.export()")
+                                  "training.export.export_style()")
     return sources
 
 
@@ -188,8 +188,8 @@ def count_flops(module, x, eager_factory=None):
 
 def eager_style(module):
     """``TransformerNet`` with the shapes (and weights) of a traced style module, in its textbook form."""
-    from model.transformer_net import from_state_dict
-    return from_state_dict(module.state_dict())
+    from training.export import style_from_state_dict
+    return style_from_state_dict(module.state_dict())
 
 
 def served(module, x):
@@ -200,11 +200,10 @@ def served(module, x):
 
 
 def eager_sr(module):
-    """``SRResNet`` with the shapes of a traced SR module (random weights: only its FLOPs are used)."""
-    from model.srresnet import SRResNet
-    sd = module.state_dict()
-    blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
-    return SRResNet(channels=sd["head.0.weight"].shape[0], blocks=blocks).eval()
+    """The trainable ``SRResNet`` holding a served SR module's weights (``training.export``), on which FLOPs
+    are counted as trained (the export's rewrites add zero taps that are no work)."""
+    from training.export import sr_from_state_dict
+    return sr_from_state_dict(module.state_dict())
 
 
 def onnx_session(module, path, threads, sample):
@@ -250,12 +249,12 @@ def peer_forms(module, kind):
     SR: the traced file as exported (its rewrites make ONNX Runtime faster too). Style: the textbook
     network (``nn.InstanceNorm2d`` on NCHW: ONNX InstanceNormalization, what ONNX Runtime optimises; our
     NHWC batch-norm trace would not be fair to it), with and without the export's exact convolution
-    rewrites (``model.transformer_net.rewritten``), so that ours is not credited with a rewrite that
+    rewrites (``training.export.rewritten``), so that ours is not credited with a rewrite that
     ONNX Runtime could have had.
     """
     if kind != "style":
         return {"exported": module}
-    from model.transformer_net import rewritten
+    from training.export import rewritten
     textbook = eager_style(module)
     textbook.fused_norm = False
     return {"textbook": textbook, "rewritten": rewritten(textbook)}
@@ -686,8 +685,8 @@ def main(argv=None):
                    for k, f in (("srgan", "srgan.pt"), ("style/bench", "style_bench.pt"))}
         current = {"srgan": "tail.0.0.weight", "style/bench": "deconv3.conv.0.weight"}
         for role, key in current.items():
-            sources[role] += (", in the form the current export writes" if key in modules[role].state_dict() else
-                              ", traced by an older export (python -m tools.optimize_weights re-exports it)")
+            if key not in modules[role].state_dict():
+                raise SystemExit(f"{role}: not in the form training.export writes; retrain or re-export it")
         print("matmul peak", flush=True)
         res["peak"] = bench_peak(args.quick)
         print(f"  {res['peak']['gflops']} GFLOP/s (median at the best size), fastest repeat "

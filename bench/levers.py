@@ -3,7 +3,7 @@
     python -m bench.levers
 
 * SR export: plain trace (as before) vs BatchNorm folded vs folded + channels_last (what
-  ``training.train_sr.export()`` wrote before it also rewrote the tail) vs that frozen, with ONNX Runtime
+  ``training.export.export_sr()`` wrote before it also rewrote the tail) vs that frozen, with ONNX Runtime
   alongside, 128x128 input;
 * glibc heap kept between forwards (``engine.keep_freed_memory``) or not: fresh interpreters, forward
   time and minor page faults per forward;
@@ -70,7 +70,7 @@ def main():
     torch.set_num_threads(threads)
     from torch.fx.experimental.optimization import fuse
 
-    from training.train_sr import export
+    from training.export import export_sr as export
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,7 +8,6 @@ One addition, ``bicubic_skip`` (on in the shipped weights): the network predicts
 over a bicubic 4x upscale of its input, as in VDSR. With the tail initialised at zero, training
 starts exactly at bicubic quality, which matters when the training budget is minutes on a CPU.
 """
-import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,8 +42,6 @@ class UpsampleBlock(nn.Module):
 
 class SRResNet(nn.Module):
     """4x generator. ``forward``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, 4H, 4W)``, not clamped."""
-
-    scale = 4
 
     def __init__(self, channels=64, blocks=16, bicubic_skip=True):
         super().__init__()

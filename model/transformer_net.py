@@ -2,7 +2,7 @@
 
 Layout as in pytorch/examples ``fast_neural_style/neural_style/transformer_net.py``: reflection-padded
 convolutions with instance norm, five residual blocks, and an upsample-then-convolve decoder (no transposed
-convolutions, so no checkerboard). Two changes, both learned the hard way:
+convolutions, so no checkerboard). Two changes, each for a reason found in training:
 
 * the input is RGB in [0, 1] and stays on that scale inside; 0..255 inputs drove instance norm to NaN on
   near-constant channels on the CPU;
@@ -116,9 +116,8 @@ class UpsampleConvLayer(nn.Module):
 class TransformerNet(nn.Module):
     """Feed-forward style network.
 
-    ``channels``: widths of the three encoder stages. pytorch/examples uses (32, 64, 128); the shipped
-    CPU-trained weights use the narrower default, whose training step (with the VGG loss, batch 4 of 128x128,
-    one thread) took 2.2 s instead of 3.6 s, and whose forward pass is about 4x cheaper.
+    ``channels``: widths of the three encoder stages; the default is Johnson's and pytorch/examples', and the
+    shipped styles'.
     ``residual_blocks``: number of residual blocks at the bottleneck.
     ``fused_norm``: normalise through :func:`instance_norm` and, in eval mode, run channels_last (the
     default, for CPU speed); False calls the ``nn.InstanceNorm2d`` layers on NCHW tensors (the graph
@@ -127,7 +126,7 @@ class TransformerNet(nn.Module):
     ``forward``: (N, 3, H, W) float RGB in [0, 1], any H, W >= 1 -> (N, 3, H, W) RGB in [0, 1].
     """
 
-    def __init__(self, *, channels: Tuple[int, int, int] = (16, 32, 64), residual_blocks: int = 5,
+    def __init__(self, *, channels: Tuple[int, int, int] = (32, 64, 128), residual_blocks: int = 5,
                  fused_norm: bool = True):
         super().__init__()
         c1, c2, c3 = channels
@@ -164,43 +163,3 @@ class TransformerNet(nn.Module):
         if self.training:
             return y
         return y.clamp(0.0, 1.0)
-
-
-def from_state_dict(state):
-    """The textbook ``TransformerNet`` (eval mode) of the shapes in ``state`` (a trained network's or a traced
-    file's ``state_dict()``), holding its weights. The export's rewrites are turned back: its factored output
-    convolution (``deconv3.conv.0`` / ``.1``, ``model.rewrites.factor_conv``) into the 9x9 one, its
-    low-resolution decoder layers (``deconv1.conv`` / ``deconv2.conv``, 2x2,
-    ``model.rewrites.SubpixelUpsampleConv``) into upsampling and 3x3 convolutions."""
-    from types import SimpleNamespace
-
-    from model.rewrites import subpixel_to_3x3, unfactor_conv
-    sd = dict(state)
-    for layer in ("deconv1", "deconv2"):
-        if f"{layer}.conv.weight" in sd:
-            sd[f"{layer}.conv.conv.weight"], sd[f"{layer}.conv.conv.bias"] = subpixel_to_3x3(
-                sd.pop(f"{layer}.conv.weight"), sd.pop(f"{layer}.conv.bias"))
-    if "deconv3.conv.0.weight" in sd:
-        rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
-                                      bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
-        sd["deconv3.conv.weight"], sd["deconv3.conv.bias"] = unfactor_conv(rows, cols)
-    channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
-    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
-    net = TransformerNet(channels=channels, residual_blocks=blocks)
-    net.load_state_dict(sd, strict=True)
-    return net.eval()
-
-
-def rewritten(net):
-    """A copy of ``net`` (eval mode) with the export's exact rewrites of its convolutions: the 9x9 output
-    convolution factored (``model.rewrites.factor_conv``) and the two decoder layers computed at the low
-    resolution (``model.rewrites.SubpixelUpsampleConv``). Same layout and norm form as ``net``: the export
-    adds channels_last; ``make bench`` gives it to ONNX Runtime in NCHW form as well."""
-    import copy
-
-    from model.rewrites import SubpixelUpsampleConv, factor_conv
-    fast = copy.deepcopy(net).eval()
-    fast.deconv3.conv = factor_conv(fast.deconv3.conv)
-    fast.deconv1 = SubpixelUpsampleConv(fast.deconv1.conv.conv)
-    fast.deconv2 = SubpixelUpsampleConv(fast.deconv2.conv.conv)
-    return fast

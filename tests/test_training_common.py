@@ -1,6 +1,4 @@
 """The trainers' shared choices: which precision and layout a run uses, and what it does without bf16 units."""
-import time
-
 import pytest
 import torch
 
@@ -9,21 +7,33 @@ from training import common
 CPU = torch.device("cpu")
 
 
-def sleeper(seconds):
-    """``make_step`` whose steps take the given time per (precision, channels_last), recording each call."""
-    calls = []
+class FakeClock:
+    """Stands in for ``time`` in ``training.common``: steps advance it by their given cost, so the choice
+    depends on the costs alone, not on how busy the machine running the test is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def costed_steps(seconds, monkeypatch):
+    """``make_step`` whose steps cost the given seconds per (precision, channels_last), recording each call."""
+    calls, clock = [], FakeClock()
+    monkeypatch.setattr(common, "time", clock)
 
     def make_step(precision, channels_last):
         def step():
             calls.append((precision, channels_last))
-            time.sleep(seconds[(precision, channels_last)])
+            clock.now += seconds[(precision, channels_last)]
         return step
     return make_step, calls
 
 
 def test_a_cpu_without_bf16_units_never_tries_bf16(monkeypatch):
     monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma"})
-    make_step, calls = sleeper({("fp32", False): 0.03, ("fp32", True): 0.01})
+    make_step, calls = costed_steps({("fp32", False): 0.03, ("fp32", True): 0.01}, monkeypatch)
     setup = common.choose_precision(make_step, CPU)
     assert {p for p, _ in calls} == {"fp32"}
     assert setup["precision"] == "fp32" and setup["channels_last"] is True
@@ -34,8 +44,8 @@ def test_a_cpu_without_bf16_units_never_tries_bf16(monkeypatch):
 @pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
 def test_with_bf16_units_the_fastest_of_four_is_kept(monkeypatch, flag):
     monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", flag})
-    make_step, calls = sleeper({("fp32", False): 0.04, ("fp32", True): 0.03,
-                                ("bf16", False): 0.02, ("bf16", True): 0.005})
+    make_step, calls = costed_steps({("fp32", False): 0.04, ("fp32", True): 0.03,
+                                ("bf16", False): 0.02, ("bf16", True): 0.005}, monkeypatch)
     setup = common.choose_precision(make_step, CPU, trials=2)
     assert (setup["precision"], setup["channels_last"]) == ("bf16", True)
     # One untimed step and two timed ones for each candidate.
@@ -45,15 +55,15 @@ def test_with_bf16_units_the_fastest_of_four_is_kept(monkeypatch, flag):
 
 def test_slower_bf16_loses_to_fp32(monkeypatch):
     monkeypatch.setattr(common, "cpu_flags", lambda: {"amx_bf16"})
-    make_step, _ = sleeper({("fp32", False): 0.01, ("fp32", True): 0.02,
-                            ("bf16", False): 0.05, ("bf16", True): 0.04})
+    make_step, _ = costed_steps({("fp32", False): 0.01, ("fp32", True): 0.02,
+                            ("bf16", False): 0.05, ("bf16", True): 0.04}, monkeypatch)
     setup = common.choose_precision(make_step, CPU)
     assert (setup["precision"], setup["channels_last"]) == ("fp32", False)
 
 
 def test_what_is_asked_for_explicitly_is_not_timed(monkeypatch):
     monkeypatch.setattr(common, "cpu_flags", lambda: {"amx_bf16"})
-    make_step, calls = sleeper({})
+    make_step, calls = costed_steps({}, monkeypatch)
     setup = common.choose_precision(make_step, CPU, precision="fp32", channels_last="off")
     assert calls == [] and setup["seconds"] == {}
     assert (setup["precision"], setup["channels_last"]) == ("fp32", False)

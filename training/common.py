@@ -144,7 +144,22 @@ def throwaway(*modules):
     return [copy.deepcopy(m) for m in modules]
 
 
-def set_threads(device, threads):
-    """Use ``threads`` torch threads on the CPU (0: every CPU this process may use)."""
+def add_machine_args(p):
+    """The trainers' options for where and how they run: device, threads, precision, layout, seed."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: every core)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: time a few steps of each that the hardware supports and keep the fastest")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memory layout of the training tensors; auto: timed with the precision")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def machine(args):
+    """The device of ``args.device`` ('auto': CUDA when available), with ``args.threads`` torch threads on the
+    CPU (0: every CPU this process may use)."""
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     if device.type == "cpu":
-        torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    return device

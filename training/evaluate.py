@@ -55,19 +55,20 @@ def summary(rows):
                 detail=float(energy[0] / energy[2]), bicubic_detail=float(energy[1] / energy[2]))
 
 
-def as_tensor(img):
-    """PIL RGB or (H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+def as_tensor(img, device="cpu"):
+    """PIL RGB -> (1, 3, H, W) float32 in [0, 1] on ``device``."""
+    return engine.to_tensor(img).to(device)
 
 
 @torch.inference_mode()
 def style_grams(vgg, style_img, style_size):
-    """The style image's Gram matrices, its longest side resized to ``style_size`` as in training."""
+    """The style image's Gram matrices (1, C, C), on ``vgg``'s device, its longest side resized to
+    ``style_size`` (as in training)."""
     scale = style_size / max(style_img.size)
     im = style_img.resize((max(1, round(style_img.width * scale)), max(1, round(style_img.height * scale))),
                           Image.LANCZOS)
-    return {k: gram(v * FEATURE_SCALE) for k, v in vgg(as_tensor(im), STYLE_LAYERS).items()}
+    feats = vgg(as_tensor(im, next(vgg.parameters()).device), STYLE_LAYERS)
+    return {k: gram(v * FEATURE_SCALE) for k, v in feats.items()}
 
 
 @torch.inference_mode()

@@ -7,16 +7,18 @@ network's decoder computed at the low resolution. ``export_sr`` / ``export_style
 architecture, for fine-tuning a shipped network and for the bench's textbook peer and FLOP count.
 """
 import copy
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from model.rewrites import factor_conv, fold_shuffle_into_conv, unfactor_conv
+from model.rewrites import (SubpixelUpsampleConv, factor_conv, fold_shuffle_into_conv, subpixel_to_3x3,
+                            unfactor_conv)
 from model.srresnet import SRResNet
-from model.transformer_net import from_state_dict as style_from_state_dict, rewritten
+from model.transformer_net import TransformerNet
 
-__all__ = ["export_sr", "export_style", "sr_from_state_dict", "style_from_state_dict", "SR_TOLERANCE",
-           "STYLE_TOLERANCE"]
+__all__ = ["export_sr", "export_style", "sr_from_state_dict", "style_from_state_dict", "rewritten",
+           "SR_TOLERANCE", "STYLE_TOLERANCE"]
 
 # Largest difference allowed between a served file and the network it was made from, on [0, 1] outputs:
 # far below one grey level (1/255), far above float rounding through 20-odd layers.
@@ -82,13 +84,12 @@ def sr_from_state_dict(sd):
     channels = sd["head.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
     net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=True)
-    rows, cols = (type("conv", (), dict(weight=sd.pop(f"tail.0.{i}.weight"), bias=sd.pop(f"tail.0.{i}.bias", None)))
+    rows, cols = (SimpleNamespace(weight=sd.pop(f"tail.0.{i}.weight"), bias=sd.pop(f"tail.0.{i}.bias", None))
                   for i in (0, 1))
     folded_w, folded_b = unfactor_conv(rows, cols)
     sd["tail.weight"], sd["tail.bias"] = _unfold_shuffle(folded_w, folded_b)
     last = f"upsample.{len(net.upsample) - 1}.act.weight"
     sd[last] = sd[last][0::4].clone()
-    own = net.state_dict()
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_var.fill_(1.0 - m.eps)
@@ -105,7 +106,7 @@ def export_style(net, path):
 
     The traced copy has its convolution weights in channels_last and runs NHWC throughout, with the
     layout-keeping instance norm of ``model.transformer_net``, and the exact rewrites of
-    ``model.transformer_net.rewritten``: its 9x9 RGB output convolution factored into 1x9 and 9x1, its two
+    ``rewritten``: its 9x9 RGB output convolution factored into 1x9 and 9x1, its two
     upsampling decoder layers computed at the low resolution. It is checked against ``net``'s textbook NCHW
     graph on a size other than the tracing example's (a trace that baked a size would fail there) and on a
     batch of two images. ``net`` itself is left as it was.
@@ -124,3 +125,37 @@ def export_style(net, path):
             if diff > STYLE_TOLERANCE:
                 raise RuntimeError(f"traced style network differs from the eager one by {diff:.3g}")
     torch.jit.save(traced, str(path))
+
+
+def style_from_state_dict(state):
+    """The textbook ``TransformerNet`` (eval mode) of the shapes in ``state`` (a trained network's or a served
+    file's ``state_dict()``), holding its weights. The export's rewrites are turned back: its factored output
+    convolution (``deconv3.conv.0`` / ``.1``, ``model.rewrites.factor_conv``) into the 9x9 one, its
+    low-resolution decoder layers (``deconv1.conv`` / ``deconv2.conv``, 2x2,
+    ``model.rewrites.SubpixelUpsampleConv``) into upsampling and 3x3 convolutions."""
+    sd = dict(state)
+    for layer in ("deconv1", "deconv2"):
+        if f"{layer}.conv.weight" in sd:
+            sd[f"{layer}.conv.conv.weight"], sd[f"{layer}.conv.conv.bias"] = subpixel_to_3x3(
+                sd.pop(f"{layer}.conv.weight"), sd.pop(f"{layer}.conv.bias"))
+    if "deconv3.conv.0.weight" in sd:
+        rows, cols = (SimpleNamespace(weight=sd.pop(f"deconv3.conv.{i}.weight"),
+                                      bias=sd.pop(f"deconv3.conv.{i}.bias", None)) for i in (0, 1))
+        sd["deconv3.conv.weight"], sd["deconv3.conv.bias"] = unfactor_conv(rows, cols)
+    channels = tuple(sd[f"{k}.conv.weight"].shape[0] for k in ("conv1", "conv2", "conv3"))
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("res.")})
+    net = TransformerNet(channels=channels, residual_blocks=blocks)
+    net.load_state_dict(sd, strict=True)
+    return net.eval()
+
+
+def rewritten(net):
+    """A copy of ``net`` (a ``TransformerNet``, eval mode) with the export's exact rewrites of its
+    convolutions: the 9x9 output convolution factored (``model.rewrites.factor_conv``) and the two decoder
+    layers computed at the low resolution (``model.rewrites.SubpixelUpsampleConv``). Same layout and norm
+    form as ``net``: the export adds channels_last; ``make bench`` gives it to ONNX Runtime in NCHW form."""
+    fast = copy.deepcopy(net).eval()
+    fast.deconv3.conv = factor_conv(fast.deconv3.conv)
+    fast.deconv1 = SubpixelUpsampleConv(fast.deconv1.conv.conv)
+    fast.deconv2 = SubpixelUpsampleConv(fast.deconv2.conv.conv)
+    return fast

