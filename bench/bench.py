@@ -333,7 +333,7 @@ def bench_serving(weights, modules, threads, quick):
     import uuid
 
     from imgapi.app import create_app
-    from tests.corpus import multipart
+    from tools.fixtures import multipart
     cfg = Config(weights_dir=weights, torch_threads=threads)
     client = create_app(cfg).test_client()
     rows = []

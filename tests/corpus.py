@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from tests.helpers import bomb_png, encode, photo, png_bytes
+from tools.fixtures import BOUNDARY, multipart  # noqa: F401  (the tests import multipart from here)
 
-BOUNDARY = "corpus-7MA4YWxkTrZu0gW"
 
 
 @dataclass(frozen=True)
@@ -46,25 +46,6 @@ class Case:
         h = {"Content-Type": self.content_type} if self.content_type is not None else {}
         h["Accept"] = "application/json"
         return h
-
-
-def multipart(fields, boundary=BOUNDARY):
-    """Encode ``fields`` as a multipart/form-data body. ``fields`` is a list of ``(name, value)``;
-    ``value`` is text, or ``(filename, bytes, content_type)`` for a file. Returns ``(body, ctype)``."""
-    out = io.BytesIO()
-    for name, value in fields:
-        out.write(f"--{boundary}\r\n".encode())
-        if isinstance(value, tuple):
-            filename, data, ctype = value
-            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                      f"Content-Type: {ctype}\r\n\r\n".encode())
-            out.write(data)
-        else:
-            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
-            out.write(value.encode("utf-8"))
-        out.write(b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 # -- image makers ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from PIL import Image
 
 from imgapi import engine, images
 from imgapi.errors import ApiError
-from tests.conftest import tiny_sr
+from tools.fixtures import tiny_sr
 from tests.helpers import bomb_png, encode, photo
 
 BIG = 10_000_000

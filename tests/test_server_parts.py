@@ -16,7 +16,7 @@ from imgapi.app import create_app
 from imgapi.config import Config
 from imgapi.errors import ApiError
 from imgapi.images import png_size_bound
-from tests.conftest import TinyStyle
+from tools.fixtures import TinyStyle
 from tests.helpers import encode, photo
 
 IMGAPI = Path(__file__).resolve().parents[1] / "imgapi"

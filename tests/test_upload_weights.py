@@ -200,7 +200,7 @@ def _retrained(tiny_weights, folder):
 
     import torch
 
-    from tests.conftest import TinyStyle, tiny_sr
+    from tools.fixtures import TinyStyle, tiny_sr
     shutil.copytree(tiny_weights, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     torch.manual_seed(9)

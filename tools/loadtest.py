@@ -315,7 +315,7 @@ def run(clients=8, requests=120, time_cap_s=120.0, max_concurrent=1, queue_timeo
         weights_dir = ROOT / "weights"
         if not (weights_dir / "manifest.json").is_file():
             sys.path.insert(0, str(ROOT))
-            from tests.conftest import write_weights  # the test suite's tiny traced networks
+            from tools.fixtures import write_weights  # tiny traced networks
             tmp = tempfile.TemporaryDirectory(prefix="loadtest-weights-")
             weights_dir = Path(tmp.name)
             write_weights(weights_dir)

@@ -1,0 +1,77 @@
+"""Tiny traced networks and a multipart encoder, shared by the tests, the bench and the load test.
+
+Nothing that serves requests imports this: it makes weights folders and request bodies for the tools that
+exercise the server.
+"""
+import hashlib
+import io
+import json
+
+import torch
+from PIL import Image
+from torch import nn
+
+from model.srresnet import SRResNet
+
+BOUNDARY = "corpus-7MA4YWxkTrZu0gW"
+
+
+class TinyStyle(nn.Module):
+    """A stand-in style network: one 3x3 conv and a sigmoid, same size out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate")
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x) * 3 - 1)
+
+
+def tiny_sr(seed=0):
+    torch.manual_seed(seed)
+    net = SRResNet(channels=8, blocks=2)
+    nn.init.normal_(net.tail.weight, std=0.02)  # not the identity-over-bicubic start
+    return net.eval()
+
+
+def write_weights(folder):
+    """Trace tiny SR and style nets into ``folder`` with a manifest; return the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = {}
+
+    def add(name, net, file, **extra):
+        with torch.inference_mode():
+            traced = torch.jit.trace(net.eval(), torch.rand(1, 3, 16, 16), check_trace=False)
+        torch.jit.save(traced, str(folder / file))
+        sha = hashlib.sha256((folder / file).read_bytes()).hexdigest()
+        models[name] = dict(file=file, sha256=sha, **extra)
+
+    add("srgan", tiny_sr(0), "srgan.pt", kind="sr", scale=4)
+    add("srresnet", tiny_sr(1), "srresnet.pt", kind="sr", scale=4)
+    torch.manual_seed(2)
+    add("style/mosaic", TinyStyle(), "style_mosaic.pt", kind="style", title="Mosaic",
+        artist="Test", source="tests", licence="CC0-1.0", thumbnail="thumbs/mosaic.jpg")
+    (folder / "thumbs").mkdir(exist_ok=True)
+    Image.new("RGB", (32, 32), (90, 140, 200)).save(folder / "thumbs" / "mosaic.jpg")
+    manifest = {"models": models}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def multipart(fields, boundary=BOUNDARY):
+    """Encode ``fields`` as a multipart/form-data body. ``fields`` is a list of ``(name, value)``;
+    ``value`` is text, or ``(filename, bytes, content_type)`` for a file. Returns ``(body, ctype)``."""
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            filename, data, ctype = value
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                      f"Content-Type: {ctype}\r\n\r\n".encode())
+            out.write(data)
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+            out.write(value.encode("utf-8"))
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
