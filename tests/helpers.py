@@ -3,6 +3,7 @@ seeded with a weights folder for the S3 tests."""
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -47,6 +48,8 @@ def bomb_png(width=100_000, height=100_000):
 
 
 MODEL_BUCKET = "imgapi-models-test"
+# Real API Gateway and S3 event JSON, one file an event.
+EVENTS = Path(__file__).parent / "events"
 
 
 def seed_model_bucket(weights, bucket=MODEL_BUCKET):
@@ -60,6 +63,19 @@ def seed_model_bucket(weights, bucket=MODEL_BUCKET):
     for path in weights.rglob("*"):
         if path.is_file():
             s3.upload_file(str(path), bucket, "weights/" + path.relative_to(weights).as_posix())
+    return s3
+
+
+def deployed_buckets(weights, models, *others):
+    """Create ``models`` and ``others`` in moto_server and publish ``weights`` into ``models`` under
+    ``weights/`` the way ``make upload-weights`` does (content-addressed, manifest last). Returns the client."""
+    import boto3
+
+    from tools.upload_weights import upload_weights
+    s3 = boto3.client("s3")
+    for bucket in (models, *others):
+        s3.create_bucket(Bucket=bucket)
+    upload_weights(s3, models, "weights/", weights, log=lambda line: None)
     return s3
 
 

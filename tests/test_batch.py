@@ -12,10 +12,8 @@ import copy
 import importlib
 import io
 import json
-from pathlib import Path
 from urllib.parse import unquote_plus
 
-import boto3
 import pytest
 from PIL import Image
 
@@ -23,10 +21,8 @@ from imgapi.batch import (BATCH_SR_COMPUTE_BUDGET_S, Batch, BatchRefused, BatchS
                           batch_upscale_pixels, parse_key)
 from imgapi.config import Config, sr_seconds
 from imgapi.errors import ApiError
-from tests.helpers import decode_png, encode, photo, png_bytes
-from tools.upload_weights import upload_weights
+from tests.helpers import EVENTS, decode_png, deployed_buckets, encode, photo, png_bytes
 
-EVENTS = Path(__file__).parent / "events"
 MODELS = "imgapi-batch-models"
 BUCKET = "imgapi-ci-batch-123456789012-us-east-1"
 
@@ -34,10 +30,7 @@ BUCKET = "imgapi-ci-batch-123456789012-us-east-1"
 @pytest.fixture
 def batch(moto_env, tiny_weights, tmp_path, monkeypatch):
     """batch_handler.handler configured like the stack's batch function, buckets in moto_server."""
-    s3 = boto3.client("s3")
-    for bucket in (MODELS, BUCKET):
-        s3.create_bucket(Bucket=bucket)
-    upload_weights(s3, MODELS, "weights/", tiny_weights, log=lambda line: None)
+    s3 = deployed_buckets(tiny_weights, MODELS, BUCKET)
     env = {
         "MODEL_BUCKET": MODELS, "MODEL_PREFIX": "weights/", "MODEL_CACHE_DIR": str(tmp_path / "models"),
         "BATCH_INPUT_PREFIX": "in/", "BATCH_OUTPUT_PREFIX": "out/", "BATCH_FAILED_PREFIX": "failed/",

@@ -10,15 +10,11 @@ import base64
 import importlib
 import json
 import urllib.request
-from pathlib import Path
 
-import boto3
 import pytest
 
-from tests.helpers import decode_png
-from tools.upload_weights import upload_weights
+from tests.helpers import EVENTS, decode_png, deployed_buckets
 
-EVENTS = Path(__file__).parent / "events"
 MODELS = "imgapi-e2e-models"
 RESULTS = "imgapi-e2e-results"
 
@@ -26,10 +22,7 @@ RESULTS = "imgapi-e2e-results"
 @pytest.fixture
 def deployed(moto_env, tiny_weights, tmp_path, monkeypatch):
     """handler.handler configured like the stack (serverless.yml environment), buckets in moto."""
-    s3 = boto3.client("s3")
-    for bucket in (MODELS, RESULTS):
-        s3.create_bucket(Bucket=bucket)
-    upload_weights(s3, MODELS, "weights/", tiny_weights, log=lambda line: None)
+    s3 = deployed_buckets(tiny_weights, MODELS, RESULTS)
     cache = tmp_path / "models"
     env = {
         "MODEL_BUCKET": MODELS,

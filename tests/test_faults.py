@@ -122,12 +122,18 @@ def test_cached_file_with_a_flipped_byte_is_fetched_again(moto, tiny_weights, tm
     assert sha256_file(cache / "srgan.pt") == model.sha256
 
 
-def test_download_cut_half_way_leaves_no_partial_file(moto, tiny_weights, tmp_path):
-    seed(tiny_weights)
-    cache = tmp_path / "cache"
+def store_over_s3(weights, cache):
+    """A store reading ``weights`` seeded in moto, its S3 client and that client's real download method
+    (for a test to replace with a faulty one)."""
+    seed(weights)
     store = ModelStore(s3_config(cache))
     client = store._client()
-    real = client.download_fileobj
+    return store, client, client.download_fileobj
+
+
+def test_download_cut_half_way_leaves_no_partial_file(moto, tiny_weights, tmp_path):
+    cache = tmp_path / "cache"
+    store, client, real = store_over_s3(tiny_weights, cache)
 
     def cut(bucket, key, fileobj, *a, **kw):
         buf = io.BytesIO()
@@ -156,11 +162,8 @@ def test_partial_file_of_a_killed_process_is_never_loaded(moto, tiny_weights, tm
 
 
 def test_disk_full_while_downloading_is_a_503_and_no_file(moto, tiny_weights, tmp_path, monkeypatch):
-    seed(tiny_weights)
     cache = tmp_path / "cache"
-    store = ModelStore(s3_config(cache))
-    client = store._client()
-    real = client.download_fileobj
+    store, client, real = store_over_s3(tiny_weights, cache)
 
     def full(bucket, key, fileobj, *a, **kw):
         class Full(io.RawIOBase):

@@ -2,13 +2,11 @@
 import base64
 import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import decode_png
+from tests.helpers import EVENTS, decode_png
 
-EVENTS = Path(__file__).parent / "events"
 
 
 @pytest.fixture

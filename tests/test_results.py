@@ -103,7 +103,6 @@ def expiring_credentials(s3, tmp_path, monkeypatch):
     """Credentials that expire in 20 minutes, from a credential_process (as role, SSO and container
     credentials do): the SDK knows their expiry."""
     import datetime
-    import json
     import sys
 
     expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=20)

@@ -3,7 +3,6 @@ configured origins, weights only from inside the store, no image bytes in the lo
 per request, and bandit clean at medium severity."""
 import base64
 import importlib.util
-import io
 import json
 import logging
 import shutil
