@@ -267,7 +267,8 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
     fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
     g.to(memory_format=fmt)
     if d is not None:
-        d.to(memory_format=fmt), state["vgg"].to(memory_format=fmt)
+        d.to(memory_format=fmt)
+        state["vgg"].to(memory_format=fmt)
     base_lr = args.lr if phase == "srresnet" else args.lr / 2
     segments = state["loss_segments"].setdefault(phase, [])
     if not segments or segments[-1]["loss"] != describe_loss(phase, args):

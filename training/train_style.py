@@ -7,16 +7,16 @@ goes (rerunning the same command resumes), then traces the network on the CPU to
 ``<out>/style_<name>.pt``, writes a thumbnail of the style image, the manifest entry ``style/<name>`` and a
 contact sheet of every shipped style on validation photos.
 
-The defaults are the shipped CPU run (one thread, 14 minutes a style, after a shared 3-minute identity
-pretraining of the network):
+The defaults are Johnson et al.'s network and crops (256 px, batch 4) with the loss of docs/data.md. The
+shipped styles were trained on the CPU mostly on 128-px crops (README, Measured quality):
 
-    python -m training.train_style --style starry_night --style autumn --style safe_landing --style elephants
+    python -m training.train_style --style starry_night --minutes 100 --size 128 --final-size 256 \
+        --final-fraction 0.2 --threads 1
 
-On a GPU, larger crops and batches for the same minutes (the channel widths must stay those of the
-shipped weights, or ``model.transformer_net.TransformerNet``'s defaults must change with them):
+On a GPU, larger batches for the same minutes:
 
-    python -m training.train_style --style all --device cuda --minutes 3 --identity-minutes 0.5 \
-        --size 256 --batch 8 --style-size 512
+    python -m training.train_style --style starry_night --style the_great_wave --device cuda --minutes 3 \
+        --identity-minutes 0.5 --batch 8
 """
 import argparse
 import json
@@ -36,7 +36,7 @@ from imgapi.stylize import stylize
 from model.transformer_net import TransformerNet
 from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, gram,
                              hardware, list_images, load_vgg, machine, throwaway)
-from training.evaluate import STYLE_LAYERS, style_grams
+from training.evaluate import STYLE_LAYERS, style_figures, style_grams
 from training.export import export_style
 from training.manifest import update_manifest
 
@@ -81,7 +81,8 @@ class CropSampler:
 
     def __init__(self, folder, size, rng, largest=None):
         self.size, self.rng = size, rng
-        base = int(2.5 * max(size, largest or size))
+        side = max(size, largest or size)  # every crop size of the run must fit
+        base = int(2.5 * side)
         self.images = []
         for path in list_images(folder):
             im = load_rgb(path)
@@ -89,7 +90,6 @@ class CropSampler:
             if scale < 1:
                 im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))),
                                Image.BICUBIC)
-            side = max(size, largest or size)  # every crop size of the run must fit
             if min(im.size) < side:
                 up = side / min(im.size)
                 im = im.resize((max(side, round(im.width * up)), max(side, round(im.height * up))), Image.BICUBIC)
@@ -429,7 +429,6 @@ def train_one(name, meta, args, vgg, device, identity=None):
 
 def held_out_figures(path, style_img, args):
     """``training.evaluate.style_figures`` of the exported file on every photo of ``--val-dir`` (none: None)."""
-    from training.evaluate import style_figures
     files = list_images(args.val_dir) if args.val_dir and Path(args.val_dir).is_dir() else []
     if not files:
         return None
