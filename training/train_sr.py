@@ -30,8 +30,6 @@ from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_p
 from training.export import export_sr, sr_from_state_dict
 from training.manifest import update_manifest
 
-PHASES = ("srresnet", "srgan")
-
 
 def seed_everything(seed):
     random.seed(seed)
@@ -378,10 +376,6 @@ def main(argv=None):
     if resumed is not None:
         for key in ("elapsed", "step", "history", "exported", "setup", "frozen_bn", "init_from", "loss_segments"):
             state[key] = resumed.get(key, state[key])
-        for phase in PHASES:  # checkpoints from before the segments were kept: the first run's loss
-            if state["step"].get(phase) and phase not in state["loss_segments"]:
-                first = argparse.Namespace(**resumed["args"])
-                state["loss_segments"][phase] = [dict(from_step=0, loss=describe_loss(phase, first))]
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
         gens = resumed.get("gens", [resumed["gen"]])
@@ -432,11 +426,9 @@ def describe_loss(phase, args):
     """The loss of ``phase`` with ``args``' weights, in words (the manifest's ``loss``)."""
     if phase == "srresnet":
         return "L1"
-    layer = getattr(args, "percep_layer", "relu4_3")
-    pixel = getattr(args, "pixel_weight", 1.0)
-    lowpass = getattr(args, "lowpass_weight", 0.0)
-    return (f"{args.percep_weight:g} x VGG16 {layer} L1 + {pixel:g} x pixel L1 + "
-            + (f"{lowpass:g} x 4x4-mean L1 + " if lowpass else "") + f"{args.adv_weight:g} x RaGAN, from srresnet")
+    return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
+            + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
+            + f"{args.adv_weight:g} x RaGAN, from srresnet")
 
 
 def finish(phase, args, state, val_paths, device, train_paths, budget_s):

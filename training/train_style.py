@@ -46,10 +46,6 @@ from training.manifest import update_manifest
 # 0.1 and the style image at 512 px, a network learned a fine regular mosaic of the palette instead, the
 # statistics of the two lowest layers alone.
 STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
-# What checkpoints written before the recipe was kept trained with.
-RECIPE_BEFORE_IT_WAS_KEPT = dict(style_size=512, layer_weights={"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0,
-                                                                "relu4_3": 0.1},
-                                 content_weight=1.0, style_weight=2.0, tv_weight=5.0)
 CONTENT_LAYER = "relu2_2"
 SHEET_DEFAULT = "docs/styles_contact_sheet.png"
 SHEET_PHOTOS = ("opencv_butterfly.png", "skimage_coffee.png", "plasma_Path.png")
@@ -298,7 +294,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
-        recipes = ckpt.get("recipes") or [dict(from_step=0, **RECIPE_BEFORE_IT_WAS_KEPT)]
+        recipes = ckpt["recipes"]
         restore_random_states(ckpt, job, py_rng=rng.setstate, torch_rng=torch.set_rng_state)
         say(job, f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
     elif args.init_from:
