@@ -365,7 +365,8 @@ def main(argv=None):
     budgets = {"srresnet": budget * (1 - args.gan_fraction), "srgan": budget * args.gan_fraction}
 
     ckpt = Path(args.checkpoint_dir) / "last.pt"
-    resumed = torch.load(ckpt, map_location=device, weights_only=False) if ckpt.exists() else None
+    # On the CPU: the random states must stay there; the networks and optimisers copy the rest to the device.
+    resumed = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
     if resumed is not None:
         args.init_from = resumed["args"].get("init_from")  # the generator's origin is the first run's
     g, frozen_bn, init_from = init_generator(args, device)
