@@ -74,7 +74,11 @@ def batch(args, config):
         if store.entry(name) is None:
             styles = [n.split("/", 1)[1] for n in store.names("style")]
             raise SystemExit(f"unknown style {args.style!r}. Styles: {', '.join(styles)}")
-    model = store.get(name)
+    try:
+        model = store.get(name)
+    except KeyError:
+        where = config.model_bucket or config.weights_dir
+        raise SystemExit(f"{name} is not in the weights manifest of {where}; deploy its weights and retry.") from None
     failed = 0
     for path in args.inputs:
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, send_file
 
 from imgapi import engine, fields, images, stylize as style_engine
-from imgapi.errors import ApiError, bad_request
+from imgapi.errors import ApiError, bad_request, unavailable
 from imgapi.respond import check_result_fits, respond
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -112,9 +112,14 @@ def _channels(alpha):
 
 
 def _model(name):
+    """The loaded model ``name``. An SR model the API offers that the manifest lacks is this deployment's
+    fault (503 ``model_missing``); any other name it lacks is 400 ``unknown_model``."""
     try:
         return _store().get(name)
     except KeyError:
+        if name in SR_MODELS:
+            raise unavailable("model_missing", f"{name} is not in this deployment's weights manifest "
+                                               "(its weights were not deployed).") from None
         raise bad_request("unknown_model", f"no model {name!r} in the manifest") from None
 
 

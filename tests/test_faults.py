@@ -1,8 +1,9 @@
 """Faults of the model store: S3 gone and back (a moto_server stopped mid-test and restarted on the
-same port), a corrupt cache, a download cut half-way, a full disk, a model that does not load. Each
-ends in a retryable 503 for the models concerned only, no bad file where a later start would load
-it, and recovery without a restart."""
+same port), a corrupt cache, a download cut half-way, a full disk, a model that does not load, an SR
+model the manifest leaves out. Each ends in a retryable 503 for the models concerned only, no bad file
+where a later start would load it, and recovery without a restart."""
 import errno
+import importlib
 import io
 import json
 import shutil
@@ -11,12 +12,13 @@ import uuid
 
 import pytest
 
+from imgapi.__main__ import main
 from imgapi.app import create_app
 from imgapi.config import Config
 from imgapi.store import ModelStore, sha256_file
 from tests.corpus import multipart
 from tests.helpers import MODEL_BUCKET as BUCKET
-from tests.helpers import png_bytes, s3_config
+from tests.helpers import EVENTS, png_bytes, s3_config
 from tests.helpers import seed_model_bucket as seed
 from tests.moto_fixture import REGION, _free_port, _moto_server_executable, _stop, _wait_until_up
 
@@ -60,7 +62,9 @@ def moto(monkeypatch):
 
 
 def upscale(client, model="srgan"):
-    body, ctype = multipart([("image", ("a.png", png_bytes(8, 8), "image/png")), ("model", model)])
+    """POST /upscale of a small PNG with ``model`` (None: the field left out, the default model)."""
+    body, ctype = multipart([("image", ("a.png", png_bytes(8, 8), "image/png"))]
+                            + ([("model", model)] if model is not None else []))
     return client.post("/upscale", data=body, content_type=ctype)
 
 
@@ -258,3 +262,56 @@ def test_model_missing_from_s3_only_hits_that_model(moto, tiny_weights, tmp_path
     assert_503(upscale(client, "srgan"), "weights_missing")  # names the key and `make upload-weights`
     assert upscale(client, "srresnet").status_code == 200
     assert stylize(client).status_code == 200
+
+
+# -- an SR model the manifest does not list: the deployment's fault, not the client's -------------
+def _without(tiny_weights, tmp_path, *names):
+    """A copy of the weights whose manifest has no entry for any of ``names``."""
+    folder = tmp_path / f"w-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(tiny_weights, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in names:
+        del manifest["models"][name]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("missing, other", [("srgan", "srresnet"), ("srresnet", "srgan")])
+def test_sr_model_missing_from_the_manifest_is_a_503_for_that_model(tiny_weights, tmp_path, missing, other):
+    client = create_app(Config(weights_dir=_without(tiny_weights, tmp_path, missing),
+                               torch_threads=1)).test_client()
+    resp = upscale(client, missing)
+    assert_503(resp, "model_missing")
+    assert missing in resp.get_json()["error"]["message"]
+    if missing == "srgan":
+        assert_503(upscale(client, None), "model_missing")  # the default model
+    assert upscale(client, other).status_code == 200
+    assert stylize(client).status_code == 200
+    assert upscale(client, "foo").get_json()["error"]["code"] == "invalid_model"  # still the client's fault
+    health = client.get("/health")
+    assert health.status_code == 200 and missing not in health.get_json()["models"]
+
+
+def test_s3_manifest_of_styles_only_is_a_503_for_upscale(moto, tiny_weights, tmp_path):
+    seed(_without(tiny_weights, tmp_path, "srgan", "srresnet"))
+    client = create_app(s3_config(tmp_path / "cache")).test_client()
+    assert_503(upscale(client, "srgan"), "model_missing")
+    assert_503(upscale(client, "srresnet"), "model_missing")
+    assert stylize(client).status_code == 200
+
+
+def test_sr_model_missing_from_the_manifest_on_lambda_and_the_cli(tiny_weights, tmp_path, monkeypatch,
+                                                                    lambda_context):
+    import handler as module
+    monkeypatch.setenv("WEIGHTS_DIR", str(_without(tiny_weights, tmp_path, "srgan")))
+    monkeypatch.setenv("TORCH_THREADS", "1")
+    monkeypatch.delenv("MODEL_BUCKET", raising=False)
+    handler = importlib.reload(module).handler
+    for name, status, code in (("http_v2_upscale_multipart.json", 503, "model_missing"),  # srgan
+                               ("rest_v1_upscale_multipart.json", 200, None)):  # srresnet
+        resp = handler(json.loads((EVENTS / name).read_text()), lambda_context)
+        assert resp["statusCode"] == status, resp["body"][:300]
+        assert code is None or json.loads(resp["body"])["error"]["code"] == code
+    (tmp_path / "a.png").write_bytes(png_bytes(8, 8))
+    with pytest.raises(SystemExit, match="srgan is not in the weights manifest"):  # not a KeyError traceback
+        main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "srgan"])
