@@ -12,6 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from training.common import machine
 
@@ -30,6 +31,11 @@ class Job:
     @property
     def distributed(self):
         return self.world > 1
+
+    def say(self, text):
+        """Print ``text`` above the progress bars, on rank 0 only."""
+        if self.main:
+            tqdm.write(text)
 
     def seed(self, seed):
         """The sampling seed of this rank: ``seed`` on rank 0 (a one-process run samples as rank 0 does),
@@ -86,10 +92,6 @@ class Job:
             raise RuntimeError(f"the ranks' weights differ: {', '.join(d[:12] for d in digests)}")
         return digests[0]
 
-    def barrier(self):
-        if self.distributed:
-            dist.barrier()
-
     def close(self):
         """Leave the process group (after every rank is done)."""
         if self.distributed and dist.is_initialized():
@@ -117,8 +119,3 @@ def start(args):
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Job(device, rank, world)
-
-
-def unwrap(module):
-    """The network inside a ``DistributedDataParallel`` wrapper (or ``module`` itself)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module

@@ -248,8 +248,8 @@ def phase_setup(phase, args, state, device):
     setup = choose_precision(make_step, device, args.precision, args.channels_last)
     setup["hardware"] = hardware(device)
     setup = state["job"].broadcast(setup)  # every rank trains as rank 0 timed
-    say(state, f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
-               f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
+    state["job"].say(f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+                     f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
     state["setup"][phase] = setup
     return setup
 
@@ -320,7 +320,8 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
 
 
 def save_checkpoint(state, args):
-    """Write ``last.pt`` (rank 0), with every rank's patch generator; every rank calls it at the same step."""
+    """Write ``last.pt`` (rank 0), with every rank's patch generator state; every rank calls it at the same
+    step."""
     gens = state["job"].gather(state["gen"].get_state())
     if not state["job"].main:
         return
@@ -328,7 +329,7 @@ def save_checkpoint(state, args):
     ckpt.mkdir(parents=True, exist_ok=True)
     skip = {"gen", "sampler", "vgg", "job"}
     blob = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items() if k not in skip}
-    blob["gen"], blob["gens"] = gens[0], gens
+    blob["gens"] = gens
     blob["args"] = vars(args)
     tmp = ckpt / "last.pt.tmp"
     torch.save(blob, tmp)
@@ -345,12 +346,6 @@ def init_generator(args, device):
     g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict())
     args.channels, args.blocks = g.head[0].out_channels, len(g.body)  # the file's shapes win
     return g.to(device), True, f"{Path(args.init_from).name} (sha256 {sha256_file(args.init_from)[:12]})"
-
-
-def say(state, text):
-    """Print ``text`` above the progress bar, on rank 0 only."""
-    if state["job"].main:
-        tqdm.write(text)
 
 
 def main(argv=None):
@@ -379,12 +374,12 @@ def main(argv=None):
             state[key] = resumed.get(key, state[key])
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
-        gens = resumed.get("gens", [resumed["gen"]])
+        gens = resumed.get("gens") or [resumed["gen"]]  # a checkpoint of one process kept its own alone
         if job.rank < len(gens):  # a rank that is new to the job keeps its fresh seed
             gen.set_state(gens[job.rank])
-        say(state, f"resumed from {ckpt}: steps {state['step']}, minutes "
-                   f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }"
-                   + (f", {job.world} ranks" if job.distributed else ""))
+        job.say(f"resumed from {ckpt}: steps {state['step']}, minutes "
+                f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }"
+                + (f", {job.world} ranks" if job.distributed else ""))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +403,7 @@ def main(argv=None):
             finish("srgan", args, state, val_paths, device, train_paths, budgets["srgan"])
     if job.distributed:
         digest = job.check_same_weights(g)
-        say(state, f"all {job.world} ranks hold the same generator (sha256 {digest[:12]})")
+        job.say(f"all {job.world} ranks hold the same generator (sha256 {digest[:12]})")
     job.close()
     if not job.main:
         return

@@ -247,7 +247,7 @@ def pretrain_identity(args, job):
         if job.main:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                        "py_rng": py_rngs[0], "py_rngs": py_rngs}, path)
+                        "py_rngs": py_rngs}, path)
             tqdm.write(f"[identity] {step} steps in {elapsed / 60:.1f} min, "
                        f"pixel mse {loss.item() if loss else 0:.2e}")
     info = f"identity pretraining ({step} steps, {elapsed / 60:.1f} min, pixel MSE, batch {args.batch})"
@@ -296,14 +296,14 @@ def train_one(name, meta, args, vgg, job, identity=None):
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
         recipes = ckpt["recipes"]
         restore_random_states(ckpt, job, py_rng=rng.setstate, torch_rng=torch.set_rng_state)
-        say(job, f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
+        job.say(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
     elif args.init_from:
         # Fine-tuning from another style's network: it already encodes and decodes photos, so a short
         # budget goes into the new style's texture and palette instead of relearning the content.
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
         net.load_state_dict(init["model"] if "model" in init else init, strict=True)
         init_from = Path(args.init_from).name
-        say(job, f"[{name}] initialised from {args.init_from}")
+        job.say(f"[{name}] initialised from {args.init_from}")
     elif identity is not None:
         net.load_state_dict(identity[0], strict=True)
         init_from = identity[1]
@@ -325,8 +325,8 @@ def train_one(name, meta, args, vgg, job, identity=None):
         setup = choose_precision(make_step, device, args.precision, args.channels_last)
         setup["hardware"] = hardware(device)
         setup = job.broadcast(setup)  # every rank trains as rank 0 timed
-        say(job, f"[{name}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
-                   f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
+        job.say(f"[{name}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
+                f"(step seconds: {setup['seconds'] or 'not timed'}; {setup['note'] or 'bf16 timed'})")
     precision = setup["precision"]
     fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
     net, vgg = net.to(memory_format=fmt), vgg.to(memory_format=fmt)
@@ -340,8 +340,8 @@ def train_one(name, meta, args, vgg, job, identity=None):
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "channels": list(args.channels), "init_from": init_from, "py_rng": py_rngs[0],
-                    "torch_rng": torch_rngs[0], "py_rngs": list(py_rngs), "torch_rngs": list(torch_rngs),
+                    "channels": list(args.channels), "init_from": init_from, "py_rngs": list(py_rngs),
+                    "torch_rngs": list(torch_rngs),
                     "setup": setup, "segments": segments, "recipes": recipes}, tmp)
         os.replace(tmp, ckpt_path)
 
@@ -373,7 +373,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
         size = crop_size(args, elapsed / budget)
         if size != sampler.size:
             sampler.size = size
-            say(job, f"[{name}] step {step}: {size}-px crops from here on")
+            job.say(f"[{name}] step {step}: {size}-px crops from here on")
         if not segments or segments[-1]["size"] != size:
             segments.append({"size": size, "from_step": step, "steps": 0, "minutes": 0.0})
         x = sampler.batch(args.batch).to(device).contiguous(memory_format=fmt)
@@ -404,14 +404,14 @@ def train_one(name, meta, args, vgg, job, identity=None):
             save_preview()
             last_preview = now
         if step % args.log_every == 0:
-            say(job, f"[{name}] step {step} {elapsed / 60:.1f} min lr {opt.param_groups[0]['lr']:.2e} "
-                       + " ".join(f"{k} {v:.4g}" for k, v in ema.items()))
+            job.say(f"[{name}] step {step} {elapsed / 60:.1f} min lr {opt.param_groups[0]['lr']:.2e} "
+                    + " ".join(f"{k} {v:.4g}" for k, v in ema.items()))
     bar.close()
     save_checkpoint()
     save_preview()
     if job.distributed:
         digest = job.check_same_weights(net)
-        say(job, f"[{name}] all {job.world} ranks hold the same network (sha256 {digest[:12]})")
+        job.say(f"[{name}] all {job.world} ranks hold the same network (sha256 {digest[:12]})")
     if not job.main:
         return None
 
@@ -463,12 +463,6 @@ def held_out_figures(path, style_img, args, vgg):
     tqdm.write(f"[{path.stem}] held-out: Gram distance ratio {figures['gram_ratio']:.3f}, "
                f"content change {figures['content_change']:.3f} ({figures['photos']} photos)")
     return figures
-
-
-def say(job, text):
-    """Print ``text`` above the progress bar, on rank 0 only."""
-    if job.main:
-        tqdm.write(text)
 
 
 def parse_layer_weights(text):
