@@ -73,6 +73,15 @@ class Job:
         dist.all_gather_object(out, obj)
         return out
 
+    def restore_random_states(self, ckpt, **setters):
+        """Give each random generator (``gen=generator.set_state``, ``py_rng=rng.setstate``, ...) this rank's
+        state from a checkpoint: its own where the checkpoint kept every rank's (``<key>s``), the one state of
+        a checkpoint written by one process otherwise. A rank new to the job keeps its fresh seed."""
+        for key, set_state in setters.items():
+            states = ckpt.get(key + "s") or [ckpt[key]]
+            if self.rank < len(states):
+                set_state(states[self.rank])
+
     def share_buffers(self, module):
         """Rank 0's buffers (BatchNorm running statistics) in ``module`` on every rank. DDP hands them out at
         the start of each forward, and each rank's training-mode forward then updates its own copy."""

@@ -374,9 +374,7 @@ def main(argv=None):
             state[key] = resumed.get(key, state[key])
         g.load_state_dict(resumed["g"], strict=True)
         state["opt_srresnet"].load_state_dict(resumed["opt_srresnet"])
-        gens = resumed.get("gens") or [resumed["gen"]]  # a checkpoint of one process kept its own alone
-        if job.rank < len(gens):  # a rank that is new to the job keeps its fresh seed
-            gen.set_state(gens[job.rank])
+        job.restore_random_states(resumed, gen=gen.set_state)
         job.say(f"resumed from {ckpt}: steps {state['step']}, minutes "
                 f"{ {k: round(v / 60, 1) for k, v in state['elapsed'].items()} }"
                 + (f", {job.world} ranks" if job.distributed else ""))

@@ -224,7 +224,7 @@ def pretrain_identity(args, job):
         net.load_state_dict(ckpt["model"], strict=True)
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
-        restore_random_states(ckpt, job, py_rng=rng.setstate)
+        job.restore_random_states(ckpt, py_rng=rng.setstate)
     budget = args.identity_minutes * 60.0
     if elapsed < budget:
         sampler = CropSampler(args.data, args.size, rng)
@@ -248,20 +248,9 @@ def pretrain_identity(args, job):
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
                         "py_rngs": py_rngs}, path)
-            tqdm.write(f"[identity] {step} steps in {elapsed / 60:.1f} min, "
-                       f"pixel mse {loss.item() if loss else 0:.2e}")
+        job.say(f"[identity] {step} steps in {elapsed / 60:.1f} min, pixel mse {loss.item() if loss else 0:.2e}")
     info = f"identity pretraining ({step} steps, {elapsed / 60:.1f} min, pixel MSE, batch {args.batch})"
     return net.state_dict(), info
-
-
-def restore_random_states(ckpt, job, **setters):
-    """Give each random generator (``py_rng=rng.setstate``, ...) this rank's state from a checkpoint: its own
-    where the checkpoint kept every rank's (``<key>s``), rank 0's in a checkpoint of one process. A rank new
-    to the job keeps its fresh seed."""
-    for key, set_state in setters.items():
-        states = ckpt.get(key + "s") or [ckpt[key]]
-        if job.rank < len(states):
-            set_state(states[job.rank])
 
 
 def train_one(name, meta, args, vgg, job, identity=None):
@@ -295,7 +284,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
         recipes = ckpt["recipes"]
-        restore_random_states(ckpt, job, py_rng=rng.setstate, torch_rng=torch.set_rng_state)
+        job.restore_random_states(ckpt, py_rng=rng.setstate, torch_rng=torch.set_rng_state)
         job.say(f"[{name}] resumed from {ckpt_path} at step {step}, {elapsed / 60:.1f} min")
     elif args.init_from:
         # Fine-tuning from another style's network: it already encodes and decodes photos, so a short
