@@ -79,9 +79,9 @@ train-cpu: $(VENV)/.installed
 	$(PY) -m training.train_style --device cpu --minutes $(STYLE_MINUTES) --size 128 --final-size 256 \
 		--final-fraction 0.2 $(foreach s,$(STYLES),--style $(s))
 
-## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic, styles' Gram and content figures (docs/data.md; DIR=data/sr/val)
+## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic, styles' Gram and content figures (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png)
 eval: $(VENV)/.installed
-	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val)
+	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val) $(if $(SHEET),--sheet $(SHEET))
 
 ## Package the Lambda stack offline into .serverless/ (prebuilt image URI, no Docker or AWS)
 package:

@@ -9,6 +9,9 @@ VGG16 loss network, each layer's squared Gram difference relative to the style's
 fraction of the photo's own distance (1.0: no style taken; lower: closer to the painting), and the content
 change, the relative relu3_3 difference between output and photo (0: the photo unchanged).
 
+``--sheet PATH`` also draws the SR comparison sheet (docs/sr_comparison.png): for each photo its most
+detailed crop, as bicubic, each SR model and the true image give it, side by side at 2x.
+
 Models come through the same store as serving, so their sha256 is checked.
 """
 import argparse
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from imgapi import engine
 from imgapi.config import Config
@@ -53,6 +56,38 @@ def summary(rows):
     return dict(psnr_y=float(m[0]), ssim_y=float(m[1]), bicubic_psnr_y=float(m[2]),
                 bicubic_ssim_y=float(m[3]), gain_db=float(m[0] - m[2]),
                 detail=float(energy[0] / energy[2]), bicubic_detail=float(energy[1] / energy[2]))
+
+
+def busiest_crop(hr, side):
+    """``(left, top)`` of the ``side`` x ``side`` window of ``hr`` (PIL RGB, at least that large) with the most
+    gradient energy, on a grid of half-window steps: where a model's detail (or its lack) shows."""
+    step = max(1, side // 2)
+    arr = np.asarray(hr)
+    boxes = [(x, y) for y in range(0, hr.height - side + 1, step) for x in range(0, hr.width - side + 1, step)]
+    return max(boxes, key=lambda b: metrics.gradient_energy(arr[b[1]:b[1] + side, b[0]:b[0] + side], 0))
+
+
+def sr_sheet(models, paths, crop=96, zoom=2, label_height=18):
+    """Grid image: one row per photo of ``paths``, columns bicubic | each of ``models`` (``(label, module)``,
+    the SR contract of ``imgapi.engine``) | the true image, each the same ``crop`` x ``crop`` window of the
+    4x result (the photo's busiest) shown ``zoom`` times larger with nearest-neighbour pixels."""
+    cell = crop * zoom
+    labels = ["bicubic"] + [name for name, _ in models] + ["true image"]
+    sheet = Image.new("RGB", (len(labels) * cell, label_height + len(paths) * cell), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(labels):
+        draw.text((c * cell + 4, 3), label, fill="black")
+    for r, p in enumerate(paths):
+        hr, lr = metrics.degrade(Image.open(p).convert("RGB"))
+        side = min(crop, hr.width, hr.height)
+        left, top = busiest_crop(hr, side)
+        outs = [metrics.bicubic_up(lr)]
+        outs += [engine.to_image(engine.forward_tiled(m, engine.to_tensor(lr), tile=0)) for _, m in models]
+        outs.append(hr)
+        for c, im in enumerate(outs):
+            piece = im.crop((left, top, left + side, top + side)).resize((side * zoom, side * zoom), Image.NEAREST)
+            sheet.paste(piece, (c * cell, label_height + r * cell))
+    return sheet
 
 
 def as_tensor(img, device="cpu"):
@@ -143,6 +178,7 @@ def main(argv=None):
     p.add_argument("--vgg", default="data/vgg16_hed.pt", help="the loss network (make data)")
     p.add_argument("--no-styles", action="store_true", help="only the SR table")
     p.add_argument("--per-image", action="store_true")
+    p.add_argument("--sheet", default=None, help="also draw the SR comparison sheet to this PNG")
     args = p.parse_args(argv)
     config = Config(weights_dir=Path(args.weights)) if args.weights else Config.from_env()
     store = ModelStore(config)
@@ -152,6 +188,9 @@ def main(argv=None):
     print(f"{len(paths)} photos in {args.data}; Y channel, 4-px border, Pillow BICUBIC x4 LR; detail: "
           "gradient energy of the outputs / of the true images\n")
     print("\n".join(sr_table(store, names, paths, args.per_image)))
+    if args.sheet:
+        sr_sheet([(n, store.get(n).module) for n in names], paths).save(args.sheet)
+        print(f"\nSR comparison sheet -> {args.sheet}")
     if not args.no_styles:
         print(f"\nStyles on the same {len(paths)} photos: Gram distance to the painting over relu1_2..relu4_3, "
               "output's / photo's (lower: more of the painting); relu3_3 change from the photo\n")
