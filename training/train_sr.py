@@ -73,15 +73,20 @@ class PatchSampler:
         return lr.clamp(0, 1), hr
 
 
-@torch.inference_mode()
 def validate(net, val_paths, device):
     """Mean Y-PSNR/SSIM of ``net`` and of bicubic on the validation images, and the detail figure of both
     (docs/data.md: gradient energy of the outputs over the true images')."""
+    return measure(net, (Image.open(p).convert("RGB") for p in val_paths), device)
+
+
+@torch.inference_mode()
+def measure(net, images, device):
+    """:func:`validate`'s figures on ``images`` (PIL RGB, the true HR images)."""
     was_training = net.training
     net.eval()
     rows, energy = [], np.zeros(3)
-    for p in val_paths:
-        hr, lr = metrics.degrade(Image.open(p).convert("RGB"))
+    for img in images:
+        hr, lr = metrics.degrade(img)
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
         y = net(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         hr_a, bic = np.asarray(hr), np.asarray(metrics.bicubic_up(lr))
