@@ -2,18 +2,18 @@
 
 ESRGAN's network interpolation (Wang et al. 2018, section 3.4): a GAN generator fine-tuned from a PSNR
 generator shares its layout and most of its weights, and ``alpha * gan + (1 - alpha) * psnr``, weight by
-weight, is a generator between the two: one knob from the GAN's detail (and its noise) to SRResNet's fidelity, set after
-training instead of by the loss weights of a new run.
+weight, is a generator between the two: one knob from the GAN's detail (and its noise) to SRResNet's
+fidelity, set after training instead of by the loss weights of a new run.
 
 The two served files are turned back into the trainable network (``training.export.sr_from_state_dict``;
 the factored tail is not linear in the 9x9 one, so it is mixed unfactored), mixed, and exported again. The
-mixing weight is chosen on the centre crops of the *training* photos, never on the validation set the
-manifest reports: the smallest alpha (the most of SRResNet's fidelity) whose detail figure there (gradient
-energy of the outputs over the true crops') still reaches ``--detail``. Detail carries over from one set
-of photos to another far better than the PSNR gap to bicubic does (the first GAN: 0.73 on the training
-crops, 0.75 on the validation set; 0.2 dB and 1.2 dB under bicubic). The result is written as
-``srgan.pt`` with a manifest entry that keeps the GAN's training record and adds ``blend``: alpha, both
-parents' sha256 and steps, the rule and the sweep.
+mixing weight is given (``--alpha``) or chosen on the centre crops of the *training* photos, never on the
+validation set the manifest reports: the smallest alpha (the most of SRResNet's fidelity) whose detail
+figure there (gradient energy of the outputs over the true crops') still reaches ``--detail``. Detail
+carries over from one set of photos to another far better than the PSNR gap to bicubic does (the first
+GAN: 0.73 on the training crops, 0.75 on the validation set; 0.2 dB and 1.2 dB under bicubic). The result
+is written as ``srgan.pt`` with a manifest entry that keeps the GAN's training record and adds ``blend``:
+alpha, both parents' sha256 and steps, the rule and the sweep.
 """
 import argparse
 import copy
@@ -28,6 +28,7 @@ from PIL import Image
 from training.common import list_images
 from training.export import export_sr, sr_from_state_dict
 from training.manifest import sha256_file, update_manifest
+from training.prepare_data import centre_crop
 from training.train_sr import measure, validate
 
 DEFAULT_ALPHAS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
@@ -78,8 +79,7 @@ def centre_crops(paths, size):
         with Image.open(p) as im:
             im = im.convert("RGB")
         if min(im.size) >= size:
-            left, top = (im.width - size) // 2, (im.height - size) // 2
-            crops.append(im.crop((left, top, left + size, top + size)))
+            crops.append(centre_crop(im, size))
     if not crops:
         raise SystemExit(f"no selection image is at least {size}x{size}")
     return crops
@@ -152,7 +152,8 @@ def main(argv=None):
             json.dumps({"models": {"srgan": dict(gan_entry, file=kept.name)}}, indent=2) + "\n")
     net = mix(gan, psnr, alpha)
     export_sr(net, target)
-    v = validate(net, list_images(args.val), torch.device("cpu"))
+    val_paths = list_images(args.val)
+    v = validate(net, val_paths, torch.device("cpu"))
     entry = dict(gan_entry, file=target.name,
                  loss=f"{alpha:g} x [{gan_entry['loss']}] + {1 - alpha:g} x [srresnet, {psnr_entry['loss']}] "
                       "(network interpolation)",
@@ -161,7 +162,7 @@ def main(argv=None):
                                      kept_at=str(kept)),
                             psnr=dict(file=Path(args.psnr).name, sha256=psnr_entry["sha256"],
                                       steps=psnr_entry["training"]["steps"])),
-                 validation=dict(gan_entry["validation"], images=[p.name for p in list_images(args.val)]),
+                 validation=dict(gan_entry["validation"], images=[p.name for p in val_paths]),
                  **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3))
     entry = update_manifest(out, "srgan", entry)
     print(f"srgan = {alpha:g} x GAN + {1 - alpha:g} x SRResNet -> {target}: validation Y-PSNR "
