@@ -31,7 +31,7 @@ def pair(tmp_path, noise=0.05):
         psnr.tail.weight.normal_(0, 0.002)
     psnr_path = served(tmp_path / "w", "srresnet", psnr)
     sha = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srresnet"]["sha256"]
-    gan = blend_sr.sr_from_state_dict(torch.jit.load(str(psnr_path)).state_dict())
+    gan = blend_sr.trainable(psnr_path)
     with torch.no_grad():
         gan.tail.weight.add_(torch.randn_like(gan.tail.weight) * noise)
         gan.head[0].weight.mul_(1.1)
@@ -54,8 +54,7 @@ def outputs(path_or_net, x):
 
 def test_alpha_1_is_the_gan_alpha_0_the_psnr_network_and_between_is_between(tmp_path):
     gan_path, psnr_path = pair(tmp_path)
-    load = lambda p: blend_sr.sr_from_state_dict(torch.jit.load(str(p)).state_dict())  # noqa: E731
-    gan, psnr = load(gan_path), load(psnr_path)
+    gan, psnr = blend_sr.trainable(gan_path), blend_sr.trainable(psnr_path)
     x = torch.rand(1, 3, 10, 9)
     torch.testing.assert_close(outputs(blend_sr.mix(gan, psnr, 1.0), x), outputs(gan_path, x), atol=2e-5, rtol=0)
     torch.testing.assert_close(outputs(blend_sr.mix(gan, psnr, 0.0), x), outputs(psnr_path, x), atol=2e-5, rtol=0)
@@ -68,8 +67,7 @@ def test_alpha_1_is_the_gan_alpha_0_the_psnr_network_and_between_is_between(tmp_
 
 def test_the_sweep_keeps_the_least_gan_that_still_has_the_detail_asked_for(tmp_path):
     gan_path, psnr_path = pair(tmp_path, noise=0.3)
-    load = lambda p: blend_sr.sr_from_state_dict(torch.jit.load(str(p)).state_dict())  # noqa: E731
-    gan, psnr = load(gan_path), load(psnr_path)
+    gan, psnr = blend_sr.trainable(gan_path), blend_sr.trainable(psnr_path)
     crops = blend_sr.centre_crops(sorted(photos(tmp_path / "sel", 3, 48).iterdir()), 32)
     alphas = [1.0, 0.75, 0.5, 0.25, 0.0]
     _, rows = blend_sr.sweep(gan, psnr, crops, alphas, 100.0)

@@ -60,6 +60,11 @@ def lineage(entry):
     return own
 
 
+def trainable(path):
+    """The trainable ``SRResNet`` holding the weights of the served SR file at ``path``."""
+    return sr_from_state_dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+
+
 def mix(gan, psnr, alpha):
     """A new network: ``alpha * gan + (1 - alpha) * psnr`` for every floating-point parameter and buffer
     (both trainable ``SRResNet`` of one layout; integer buffers are the GAN's)."""
@@ -127,8 +132,7 @@ def main(argv=None):
     if not lineage(gan_entry) & lineage(psnr_entry):
         raise SystemExit("the GAN was not fine-tuned from the PSNR generator or from the file it started from "
                          f"(sha256 {sorted(lineage(gan_entry))} against {sorted(lineage(psnr_entry))})")
-    load = lambda p: sr_from_state_dict(torch.jit.load(str(p), map_location="cpu").state_dict())  # noqa: E731
-    gan, psnr = load(args.gan), load(args.psnr)
+    gan, psnr = trainable(args.gan), trainable(args.psnr)
 
     if args.alpha is not None:
         alpha, rows, chosen_on = args.alpha, [], "given (--alpha)"
