@@ -303,3 +303,55 @@ def test_rerun_with_a_larger_budget_continues_and_switches_to_large_crops(tmp_pa
     assert sizes == [16, 24, 16, 24]  # back to small crops for the new budget's first three quarters
     assert second["crops"][2]["from_step"] == first["steps"]
     assert sum(c["steps"] for c in second["crops"]) == second["steps"]
+
+
+def test_output_convolution_learns_at_its_own_rate():
+    """--output-lr sets the last convolution's rate apart from the body's: at 0 it stays put while the body
+    moves; by default both learn."""
+    from training import train_style
+
+    def one_step(argv):
+        args = train_style.parse_args(["--style", "x"] + argv)
+        torch.manual_seed(0)
+        net = train_style.TransformerNet(channels=(4, 8, 8)).train()
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        opt = torch.optim.Adam(train_style.param_groups(net, args), lr=args.lr)
+        for group in opt.param_groups:
+            group["lr"] = group["peak"]
+        net(torch.rand(1, 3, 16, 16)).pow(2).mean().backward()
+        opt.step()
+        return {k: not torch.equal(v, before[k]) for k, v in net.state_dict().items() if k in before}
+
+    moved = one_step(["--lr", "1e-3", "--output-lr", "0"])
+    assert not moved["deconv3.conv.weight"] and not moved["deconv3.conv.bias"]
+    assert moved["conv1.conv.weight"] and moved["res.4.conv2.conv.weight"]
+    moved = one_step(["--lr", "1e-3"])
+    assert moved["deconv3.conv.weight"] and moved["conv1.conv.weight"]
+
+
+def test_checkpoint_with_one_parameter_group_resumes(tmp_path):
+    """A checkpoint written before the output convolution had its own rate (one Adam group) resumes: each
+    parameter keeps its own Adam moments, and the run goes on from its step."""
+    from training import train_style
+
+    out, ckpt = tmp_path / "weights", tmp_path / "ckpt"
+    args = tiny_style_inputs(tmp_path) + [
+        "--identity-minutes", "0", "--size", "16", "--batch", "1", "--style-size", "32", "--channels", "4,8,8",
+        "--device", "cpu", "--threads", "1", "--precision", "fp32", "--channels-last", "off", "--minutes", "10",
+        "--out", str(out), "--checkpoint-dir", str(ckpt), "--sheet", ""]
+    train_style.main(args + ["--max-steps", "2"])
+    path = ckpt / "style_blobs.ckpt"
+    saved = torch.load(path, weights_only=False)
+    groups = saved["optimizer"]["param_groups"]
+    assert len(groups) == 2
+    saved["optimizer"]["param_groups"] = [dict(groups[0], params=groups[0]["params"] + groups[1]["params"])]
+    torch.save(saved, path)
+
+    train_style.main(args + ["--max-steps", "4"])
+    resumed = torch.load(path, weights_only=False)
+    assert resumed["step"] == 4
+    net = train_style.TransformerNet(channels=(4, 8, 8))
+    params = list(net.parameters())
+    for group in resumed["optimizer"]["param_groups"]:
+        for i in group["params"]:
+            assert resumed["optimizer"]["state"][i]["exp_avg"].shape == params[i].shape

