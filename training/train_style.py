@@ -7,11 +7,12 @@ goes (rerunning the same command resumes), then traces the network on the CPU to
 ``<out>/style_<name>.pt``, writes a thumbnail of the style image, the manifest entry ``style/<name>`` and a
 contact sheet of every shipped style on validation photos.
 
-The defaults are Johnson et al.'s network and crops (256 px, batch 4) with the loss of docs/data.md. The
-shipped styles were trained on the CPU mostly on 128-px crops (README, Measured quality):
+The defaults are Johnson et al.'s network, crops (256 px, batch 4) and body learning rate with the loss of
+docs/data.md. The shipped styles were trained on the CPU mostly on 128-px crops (README, Measured quality),
+last with:
 
-    python -m training.train_style --style starry_night --minutes 100 --size 128 --final-size 256 \
-        --final-fraction 0.2 --threads 1
+    python -m training.train_style --style starry_night --minutes 120 --size 128 --final-size 256 \
+        --final-fraction 0.2 --threads 1 --init-from checkpoints/style_starry_night.ckpt
 
 On a GPU, larger batches for the same minutes:
 
