@@ -521,7 +521,7 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=parse_channels, default=(32, 64, 128), help="encoder widths (Johnson's)")
     # Johnson's rate for the body. The output convolution's own: with the output on [0, 1]
     # (model.transformer_net.OUTPUT_SCALE), 1e-3 there moves a pixel by tens of grey levels a step and the
-    # network stayed a dark hatched wash; 1e-4 brings the palette (docs/data.md).
+    # network stayed a dark hatched wash; 1e-4 brought the painting's palette.
     p.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the network's body")
     p.add_argument("--output-lr", type=float, default=1e-4,
                    help="peak learning rate of the output convolution (see param_groups)")
