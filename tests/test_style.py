@@ -355,3 +355,49 @@ def test_checkpoint_with_one_parameter_group_resumes(tmp_path):
     for group in resumed["optimizer"]["param_groups"]:
         for i in group["params"]:
             assert resumed["optimizer"]["state"][i]["exp_avg"].shape == params[i].shape
+
+
+class GridLattice(torch.nn.Module):
+    """A 'style network' that adds a pattern fixed to a 4-pixel grid of its own, as a network with stride 4
+    can: the photo moves under it, the pattern does not."""
+
+    def forward(self, x):
+        rows = torch.arange(x.shape[-2]) % 4 < 2
+        return (x + 0.1 * rows[:, None].to(x.dtype)).clamp(0, 1)
+
+
+class MovesWithThePhoto(torch.nn.Module):
+    """A pixel-by-pixel 'style network': whatever it paints moves with the photo."""
+
+    def forward(self, x):
+        return (0.2 + 0.6 * x.flip(1)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("s", [1, 2, 3])
+def test_shift_term_sees_a_grid_lattice_and_nothing_that_moves_with_the_photo(s):
+    from training.train_style import roll_photo, shift_error
+    x = torch.rand(2, 3, 40, 36) * 0.8
+    for net, expected in ((MovesWithThePhoto(), 0.0), (GridLattice(), 0.01 if s == 2 else 0.005)):
+        y, moved = net(torch.cat([x, roll_photo(x, s)])).chunk(2)
+        assert shift_error(y, moved, s).item() == pytest.approx(expected, abs=1e-3), (net, s)
+
+
+def test_shift_change_figure_is_in_grey_levels_and_near_zero_without_a_lattice():
+    from training.evaluate import shift_change
+    photo = smooth_photo(64, 48, seed=3)
+    for net, expected in ((MovesWithThePhoto(), 0.0), (GridLattice(), 25.5)):
+        out = stylize(net, photo)
+        assert shift_change(net, photo, out) == pytest.approx(expected, abs=0.6), net
+
+
+def test_training_with_the_shift_term_records_it(tmp_path):
+    from training import train_style
+    out = tmp_path / "weights"
+    args = tiny_style_inputs(tmp_path) + [
+        "--identity-minutes", "0", "--size", "24", "--batch", "2", "--style-size", "32", "--channels", "4,8,8",
+        "--device", "cpu", "--threads", "1", "--precision", "fp32", "--channels-last", "off", "--out", str(out),
+        "--checkpoint-dir", str(tmp_path / "ckpt"), "--sheet", "", "--minutes", "1", "--shift-weight", "50"]
+    train_style.main(args + ["--max-steps", "2"])
+    entry = json.loads((out / "manifest.json").read_text())["models"]["style/blobs"]
+    assert entry["training"]["shift_weight"] == 50 and entry["training"]["recipes"][-1]["shift_weight"] == 50
+    assert 0 < entry["final_losses"]["shift"] < entry["final_losses"]["total"]

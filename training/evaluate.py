@@ -32,6 +32,8 @@ from training.common import FEATURE_SCALE, gram, list_images, load_vgg
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_CHANGE_LAYER = "relu3_3"
+SHIFT_PIXELS = 2  # half the style network's stride: where a lattice tied to its grid differs most
+SHIFT_BORDER = 16  # pixels of shift_change's comparison left out at the borders (reflection padding)
 
 
 @torch.inference_mode()
@@ -122,18 +124,31 @@ def content_change(vgg, out, photo):
     return float((a - b).norm() / b.norm())
 
 
+def shift_change(module, photo, out, shift=SHIFT_PIXELS, margin=SHIFT_BORDER):
+    """RMS change, in grey levels (0-255), of ``module``'s picture of ``photo`` (``out``) when the photo is
+    cropped by ``shift`` pixels at the top and left, compared where both pictures show the same place, ``margin``
+    pixels in from the borders. A painting's strokes move with the photo and leave this near 0; a lattice tied
+    to the network's 4-pixel stride grid stays where it is and shows here in full."""
+    w, h = photo.size
+    moved = np.asarray(stylize(module, photo.crop((shift, shift, w, h)), max_side=max(w, h)), np.float64)
+    same = np.asarray(out, np.float64)[shift:, shift:]
+    m = min(margin, (min(w, h) - shift) // 4)  # small photos keep a middle to compare
+    return float(np.sqrt(((moved - same)[m:-m, m:-m] ** 2).mean()))
+
+
 def style_figures(module, vgg, style_img, style_size, photos):
-    """``{"gram_ratio", "content_change", "photos"}`` of a style module (the serving contract of
+    """``{"gram_ratio", "content_change", "shift_change", "photos"}`` of a style module (the serving contract of
     ``imgapi.stylize``) over ``photos`` (PIL RGB): means over the photos of the output's Gram distance to
-    the style as a fraction of the photo's, and of the relu3_3 content change."""
+    the style as a fraction of the photo's, of the relu3_3 content change, and of :func:`shift_change`."""
     targets = style_grams(vgg, style_img, style_size)
-    ratios, changes = [], []
+    ratios, changes, shifts = [], [], []
     for photo in photos:
         out = stylize(module, photo, max_side=max(photo.size))
         ratios.append(gram_distance(vgg, out, targets) / gram_distance(vgg, photo, targets))
         changes.append(content_change(vgg, out, photo))
+        shifts.append(shift_change(module, photo, out))
     return dict(gram_ratio=round(float(np.mean(ratios)), 4), content_change=round(float(np.mean(changes)), 4),
-                photos=len(photos))
+                shift_change=round(float(np.mean(shifts)), 2), photos=len(photos))
 
 
 def sr_table(store, names, paths, per_image=False):
@@ -155,8 +170,9 @@ def sr_table(store, names, paths, per_image=False):
 def style_table(store, manifest, styles_dir, vgg_path, paths):
     vgg = load_vgg(vgg_path, torch.device("cpu"))
     photos = [Image.open(p).convert("RGB") for p in paths]
-    lines = ["| style | Gram distance to the painting (output / photo) | content change (relu3_3) | steps |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| style | Gram distance to the painting (output / photo) | content change (relu3_3) | "
+             "shift change (grey levels) | steps |",
+             "| --- | --- | --- | --- | --- |"]
     for name, entry in manifest.items():
         if entry.get("kind") != "style":
             continue
@@ -164,7 +180,7 @@ def style_table(store, manifest, styles_dir, vgg_path, paths):
         with Image.open(Path(styles_dir) / f"{style}.jpg") as im:
             style_img = im.convert("RGB")
         f = style_figures(store.get(name).module, vgg, style_img, entry["training"]["style_size"], photos)
-        lines.append(f"| {style} | {f['gram_ratio']:.3f} | {f['content_change']:.3f} | "
+        lines.append(f"| {style} | {f['gram_ratio']:.3f} | {f['content_change']:.3f} | {f['shift_change']:.1f} | "
                      f"{entry['training']['steps']} |")
     return lines
 
@@ -193,7 +209,8 @@ def main(argv=None):
         print(f"\nSR comparison sheet -> {args.sheet}")
     if not args.no_styles:
         print(f"\nStyles on the same {len(paths)} photos: Gram distance to the painting over relu1_2..relu4_3, "
-              "output's / photo's (lower: more of the painting); relu3_3 change from the photo\n")
+              "output's / photo's (lower: more of the painting); relu3_3 change from the photo; RMS change when the "
+              "photo moves by 2 pixels (the stride lattice; near 0 without one)\n")
         print("\n".join(style_table(store, manifest, args.styles_dir, args.vgg, paths)))
     return 0
 
