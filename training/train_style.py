@@ -565,8 +565,9 @@ def parse_args(argv=None):
     p.add_argument("--content-weight", type=float, default=1.0, help="on the relative relu2_2 error")
     p.add_argument("--style-weight", type=float, default=2.0, help="on the sum of per-layer relative Gram errors")
     p.add_argument("--tv-weight", type=float, default=5.0, help="on the mean squared neighbour difference")
-    p.add_argument("--shift-weight", type=float, default=0.0,
-                   help="on the output's change when the photo moves by 1-3 px (the 4-px stride lattice; shift_error)")
+    p.add_argument("--shift-weight", type=float, default=100.0,
+                   help="on the output's change when the photo moves by 1-3 px (the 4-px stride lattice; "
+                        "shift_error); 0: off, with cheaper steps")
     add_machine_args(p)
     p.add_argument("--out", default="weights", help="where the traced networks, thumbs and manifest go")
     p.add_argument("--checkpoint-dir", default="checkpoints")
