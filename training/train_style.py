@@ -171,7 +171,8 @@ def roll_photo(x, s):
 
 def recipe(args):
     """The loss and learning-rate settings a run trains with (kept per stretch of steps in the checkpoint and the
-    manifest). The shift term is named only when it is on, so runs from before it keep their recipe."""
+    manifest). The shift term is named only when it is on, so a run from before it resumed with
+    ``--shift-weight 0`` keeps its recipe."""
     r = dict(style_size=args.style_size, layer_weights=dict(args.layer_weights), content_weight=args.content_weight,
              style_weight=args.style_weight, tv_weight=args.tv_weight, lr=args.lr, output_lr=args.output_lr)
     if args.shift_weight:
