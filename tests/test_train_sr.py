@@ -132,6 +132,28 @@ def test_gan_fine_tuning_starts_from_a_served_file(tmp_path):
     assert sr_from_state_dict(start.state_dict()) is not None
 
 
+def test_srgan_serves_the_moving_average_of_its_weights(tmp_path):
+    from model.srresnet import SRResNet
+    served = tmp_path / "start.pt"
+    export_sr(trained_looking_sr(), served)
+    train_sr.main(tiny_sr_run(tmp_path) + ["--minutes", "0.05", "--gan-fraction", "1", "--init-from", str(served),
+                                           "--ema", "0.9"])
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    assert "moving average (decay 0.9)" in entry["loss"]
+    ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    assert entry["training"]["steps"] > 2
+    nets = {}
+    for key in ("ema", "g"):
+        nets[key] = SRResNet(channels=8, blocks=2)
+        nets[key].load_state_dict(ck[key])
+        nets[key].eval()
+    exported = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
+    x = torch.rand(1, 3, 12, 12)
+    with torch.inference_mode():
+        torch.testing.assert_close(exported(x), nets["ema"](x), atol=2e-5, rtol=0)
+        assert (exported(x) - nets["g"](x)).abs().max().item() > 1e-4  # not the last step's weights
+
+
 def test_a_served_sr_file_turns_back_into_the_trained_network():
     from training.export import sr_from_state_dict
     net = trained_looking_sr(seed=3)

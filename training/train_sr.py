@@ -10,6 +10,7 @@ from a shipped SR file instead of from bicubic. Both generators are traced to To
 written to ``--out`` with their ``manifest.json`` entries and a PNG of the curves.
 """
 import argparse
+import copy
 import json
 import random
 import time
@@ -163,6 +164,20 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
                 adv=adv.item(), loss_d=loss_d.item())
 
 
+@torch.no_grad()
+def update_ema(ema, g, decay):
+    """Move ``ema``'s weights a ``1 - decay`` step towards ``g``'s (its buffers are copied)."""
+    for e, w in zip(ema.parameters(), g.parameters()):
+        e.lerp_(w.detach().float(), 1 - decay)
+    for e, b in zip(ema.buffers(), g.buffers()):
+        e.copy_(b)
+
+
+def served(phase, state):
+    """The generator that ``phase`` validates and exports: SRGAN's moving average when it keeps one."""
+    return state["ema"] if phase == "srgan" and state.get("ema") is not None else state["g"]
+
+
 def plot_curves(history, path):
     """Generator loss, validation Y-PSNR and validation detail against the step, per phase, to ``path``."""
     import matplotlib
@@ -217,6 +232,9 @@ def parse_args(argv=None):
     p.add_argument("--lowpass-weight", type=float, default=1.0,
                    help="SRGAN: L1 weight of the 4x4 block means (the tones and colours at the LR scale)")
     p.add_argument("--adv-weight", type=float, default=1e-3, help="SRGAN: adversarial loss weight")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="SRGAN: decay of the moving average of the generator's weights that is validated and "
+                        "exported (0: the raw weights, whose look swings from step to step under the GAN)")
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--channels", type=int, default=64)
     add_machine_args(p)
@@ -297,6 +315,8 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
             log = pixel_step(g_step, opt, lr_img, hr, args, setup["precision"])
         else:
             log = gan_step(g_step, d_step, state["vgg"], opt, opt_d, lr_img, hr, args, setup["precision"])
+            if state.get("ema") is not None:
+                update_ema(state["ema"], g, args.ema)
         step += 1
         now = time.time()
         rate = 1 / (now - t0) if rate is None else 0.9 * rate + 0.1 / (now - t0)
@@ -305,7 +325,7 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
         if step % 10 == 0:
             state["history"].append(dict(phase=phase, step=step, lr=lr_now, **log))
         if job.main and (now - last_val >= args.val_every or elapsed >= budget_s):
-            val = validate(g, val_paths, device)
+            val = validate(served(phase, state), val_paths, device)
             train_mode(g, state["frozen_bn"])
             state["history"].append(dict(phase=phase, step=step, **val))
             tqdm.write(f"{phase} step {step} ({elapsed / 60:.1f} min): val Y-PSNR {val['psnr_y']:.2f} dB "
@@ -401,6 +421,11 @@ def main(argv=None):
             d.load_state_dict(resumed["d"], strict=True)
             state["opt_srgan"].load_state_dict(resumed["opt_srgan"])
             state["opt_d"].load_state_dict(resumed["opt_d"])
+        if args.ema:
+            # Starts from the generator as it is (a run resumed from a checkpoint without one included).
+            state["ema"] = copy.deepcopy(g).eval().requires_grad_(False)
+            if resumed is not None and resumed.get("ema") is not None:
+                state["ema"].load_state_dict(resumed["ema"], strict=True)
         run_phase("srgan", args, state, val_paths, device, budgets["srgan"])
         if state["step"].get("srgan", 0) and state["exported"].get("srgan") != state["step"]["srgan"]:
             finish("srgan", args, state, val_paths, device, train_paths, budgets["srgan"])
@@ -427,7 +452,8 @@ def describe_loss(phase, args):
         return "L1"
     return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
             + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
-            + f"{args.adv_weight:g} x RaGAN, from srresnet")
+            + f"{args.adv_weight:g} x RaGAN, from srresnet"
+            + (f"; the weights' moving average (decay {args.ema:g})" if args.ema else ""))
 
 
 def finish(phase, args, state, val_paths, device, train_paths, budget_s):
@@ -443,7 +469,7 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
 
 def register(phase, args, state, val_paths, device, train_paths, budget_s):
     """Validate, trace and write ``phase``'s generator with its manifest entry."""
-    g = state["g"]
+    g = served(phase, state)
     v = validate(g, val_paths, device)
     path = Path(args.out) / f"{phase}.pt"
     export_sr(g, path)
