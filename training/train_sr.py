@@ -232,7 +232,7 @@ def parse_args(argv=None):
     p.add_argument("--lowpass-weight", type=float, default=1.0,
                    help="SRGAN: L1 weight of the 4x4 block means (the tones and colours at the LR scale)")
     p.add_argument("--adv-weight", type=float, default=1e-3, help="SRGAN: adversarial loss weight")
-    p.add_argument("--ema", type=float, default=0.999,
+    p.add_argument("--ema", type=float, default=0.995,
                    help="SRGAN: decay of the moving average of the generator's weights that is validated and "
                         "exported (0: the raw weights, whose look swings from step to step under the GAN)")
     p.add_argument("--blocks", type=int, default=16)
