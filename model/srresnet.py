@@ -7,9 +7,14 @@ conv + PixelShuffle(2) + PReLU stages, 9x9 tail. Input and output are RGB in [0,
 One addition, ``bicubic_skip`` (on in the shipped weights): the network predicts the residual
 over a bicubic 4x upscale of its input, as in VDSR. With the tail initialised at zero, training
 starts exactly at bicubic quality, which matters when the training budget is minutes on a CPU.
+
+Another, ``consistency`` (off unless asked for): the output is back-projected onto the input
+(``model.consistency.LRConsistency``), so that shrunk again it gives back the photo it was made from.
 """
 from torch import nn
 from torch.nn import functional as F
+
+from model.consistency import LRConsistency
 
 
 class ResidualBlock(nn.Module):
@@ -43,9 +48,11 @@ class UpsampleBlock(nn.Module):
 class SRResNet(nn.Module):
     """4x generator. ``forward``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, 4H, 4W)``, not clamped."""
 
-    def __init__(self, channels=64, blocks=16, bicubic_skip=True):
+    def __init__(self, channels=64, blocks=16, bicubic_skip=True, consistency=0):
         super().__init__()
         self.bicubic_skip = bicubic_skip
+        # iterations of LR back-projection at the end (0: none); it has no weights, so the state_dict is the same
+        self.consistency = LRConsistency(consistency) if consistency else None
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
         self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
@@ -62,4 +69,6 @@ class SRResNet(nn.Module):
         out = self.tail(self.upsample(feat))
         if self.bicubic_skip:
             out = out + F.interpolate(x, scale_factor=4.0, mode="bicubic", align_corners=False)
+        if self.consistency is not None:
+            out = self.consistency(out, x)
         return out

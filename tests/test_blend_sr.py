@@ -7,7 +7,7 @@ import torch
 from model.srresnet import SRResNet
 from tests.helpers import photo
 from training import blend_sr
-from training.export import export_sr
+from training.export import export_sr, sr_from_state_dict
 from training.manifest import update_manifest
 
 
@@ -16,22 +16,24 @@ def served(folder, name, net, initialised_from=None):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pt"
     export_sr(net, path)
+    arch = {"lr_consistency": net.consistency.iterations} if net.consistency is not None else {}
     update_manifest(folder, name, dict(file=path.name, kind="sr", scale=4, loss="L1" if name == "srresnet" else "GAN",
+                                       arch=dict(net="SRResNet", **arch),
                                        training=dict(steps=10, initialised_from=initialised_from),
                                        validation=dict(images=[])))
     return path
 
 
-def pair(tmp_path, noise=0.05):
-    """A PSNR generator (near bicubic) and a 'GAN' fine-tuned from it (its tail pushed by ``noise``), served
-    in ``tmp_path/w`` from one lineage."""
+def pair(tmp_path, noise=0.05, consistency=0):
+    """A PSNR generator (near bicubic) and a 'GAN' fine-tuned from it (its tail pushed by ``noise``; with
+    ``consistency`` iterations of LR back-projection), served in ``tmp_path/w`` from one lineage."""
     torch.manual_seed(0)
     psnr = SRResNet(channels=8, blocks=1).eval()
     with torch.no_grad():
         psnr.tail.weight.normal_(0, 0.002)
     psnr_path = served(tmp_path / "w", "srresnet", psnr)
     sha = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srresnet"]["sha256"]
-    gan = blend_sr.trainable(psnr_path)
+    gan = sr_from_state_dict(torch.jit.load(str(psnr_path)).state_dict(), consistency=consistency).eval()
     with torch.no_grad():
         gan.tail.weight.add_(torch.randn_like(gan.tail.weight) * noise)
         gan.head[0].weight.mul_(1.1)
@@ -63,6 +65,24 @@ def test_alpha_1_is_the_gan_alpha_0_the_psnr_network_and_between_is_between(tmp_
     d_gan = (outputs(half, x) - outputs(gan_path, x)).abs().mean()
     d_psnr = (outputs(half, x) - outputs(psnr_path, x)).abs().mean()
     assert d_gan > 0 and d_psnr > 0
+
+
+def test_a_gan_trained_with_back_projection_keeps_it_in_the_blend(tmp_path):
+    gan_path, psnr_path = pair(tmp_path, noise=0.3, consistency=2)
+    models = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
+    gan = blend_sr.trainable(gan_path, models["srgan"])
+    psnr = blend_sr.trainable(psnr_path, models["srresnet"])
+    assert gan.consistency.iterations == 2 and psnr.consistency is None
+    x = torch.rand(1, 3, 12, 10)
+    torch.testing.assert_close(outputs(blend_sr.mix(gan, psnr, 1.0), x), outputs(gan_path, x), atol=2e-5, rtol=0)
+    # read without its manifest entry, the same weights lose the projection, and the blend would not be the GAN
+    bare = blend_sr.trainable(gan_path)
+    assert (outputs(bare, x) - outputs(gan_path, x)).abs().max() > 1e-3
+    blend_sr.main(["--gan", str(gan_path), "--psnr", str(psnr_path), "--out", str(tmp_path / "o"), "--alpha", "1",
+                   "--val", str(photos(tmp_path / "val", 1, 40, seed=7)), "--threads", "1"])
+    torch.testing.assert_close(outputs(tmp_path / "o" / "srgan.pt", x), outputs(gan_path, x), atol=2e-5, rtol=0)
+    entry = json.loads((tmp_path / "o" / "manifest.json").read_text())["models"]["srgan"]
+    assert entry["arch"]["lr_consistency"] == 2
 
 
 def test_the_sweep_keeps_the_least_gan_that_still_has_the_detail_asked_for(tmp_path):

@@ -60,14 +60,16 @@ def lineage(entry):
     return own
 
 
-def trainable(path):
-    """The trainable ``SRResNet`` holding the weights of the served SR file at ``path``."""
-    return sr_from_state_dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+def trainable(path, entry=None):
+    """The trainable ``SRResNet`` holding the weights of the served SR file at ``path`` (manifest ``entry``),
+    with the LR back-projection its ``arch`` names."""
+    return sr_from_state_dict(torch.jit.load(str(path), map_location="cpu").state_dict(),
+                              consistency=(entry or {}).get("arch", {}).get("lr_consistency", 0))
 
 
 def mix(gan, psnr, alpha):
     """A new network: ``alpha * gan + (1 - alpha) * psnr`` for every floating-point parameter and buffer
-    (both trainable ``SRResNet`` of one layout; integer buffers are the GAN's)."""
+    (both trainable ``SRResNet`` of one layout; integer buffers and the LR back-projection are the GAN's)."""
     a, b = gan.state_dict(), psnr.state_dict()
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         raise SystemExit("the two generators differ in layout (channels or blocks); they cannot be mixed")
@@ -132,7 +134,7 @@ def main(argv=None):
     if not lineage(gan_entry) & lineage(psnr_entry):
         raise SystemExit("the GAN was not fine-tuned from the PSNR generator or from the file it started from "
                          f"(sha256 {sorted(lineage(gan_entry))} against {sorted(lineage(psnr_entry))})")
-    gan, psnr = trainable(args.gan), trainable(args.psnr)
+    gan, psnr = trainable(args.gan, gan_entry), trainable(args.psnr, psnr_entry)
 
     if args.alpha is not None:
         alpha, rows, chosen_on = args.alpha, [], "given (--alpha)"

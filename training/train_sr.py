@@ -235,6 +235,9 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.995,
                    help="SRGAN: decay of the moving average of the generator's weights that is validated and "
                         "exported (0: the raw weights, whose look swings from step to step under the GAN)")
+    p.add_argument("--consistency", type=int, default=0,
+                   help="iterations of LR back-projection at the generator's end, trained through and exported "
+                        "(model.consistency; 0: none). It holds a GAN's tones and colours to the photo's")
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--channels", type=int, default=64)
     add_machine_args(p)
@@ -366,9 +369,11 @@ def init_generator(args, device):
     (``--init-from``, whose widths and depth replace ``--channels`` and ``--blocks``). Returns
     ``(g, frozen_bn, init_from)``."""
     if not args.init_from:
-        return SRResNet(channels=args.channels, blocks=args.blocks).to(device), False, None
+        g = SRResNet(channels=args.channels, blocks=args.blocks, consistency=args.consistency)
+        return g.to(device), False, None
     from training.manifest import sha256_file
-    g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict())
+    g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict(),
+                           consistency=args.consistency)
     args.channels, args.blocks = g.head[0].out_channels, len(g.body)  # the file's shapes win
     return g.to(device), True, f"{Path(args.init_from).name} (sha256 {sha256_file(args.init_from)[:12]})"
 
@@ -477,7 +482,8 @@ def register(phase, args, state, val_paths, device, train_paths, budget_s):
     setup = state["setup"].get(phase, {})
     entry = dict(
         file=path.name, kind="sr", scale=4,
-        arch=dict(net="SRResNet", channels=args.channels, blocks=args.blocks, bicubic_skip=True),
+        arch=dict(net="SRResNet", channels=args.channels, blocks=args.blocks, bicubic_skip=True,
+                  **({"lr_consistency": args.consistency} if args.consistency else {})),
         loss=describe_loss(phase, args),
         loss_segments=state["loss_segments"].get(phase, []),
         training=dict(data=str(args.data), images=len(train_paths), steps=state["step"].get(phase, 0),
