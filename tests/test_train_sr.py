@@ -167,3 +167,36 @@ def test_a_served_sr_file_turns_back_into_the_trained_network():
         torch.testing.assert_close(rebuilt(x), net(x), atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="not an exported SRResNet"):
         sr_from_state_dict({"head.0.weight": torch.zeros(8, 3, 9, 9)})
+
+
+def test_the_texture_term_finds_grain_on_a_smooth_photo_where_it_is_and_ignores_its_phase():
+    torch.manual_seed(0)
+    smooth = torch.linspace(0.2, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    grain = smooth.clone()
+    grain[..., :32, :32] += 0.08 * torch.randn(1, 1, 32, 32)  # grain on the top-left quarter only
+    other_grain = smooth.clone()
+    other_grain[..., :32, :32] += 0.08 * torch.randn(1, 1, 32, 32)  # as much grain, elsewhere in phase
+    amp = train_sr.local_detail(grain)[0, 0]
+    assert amp[:6, :6].min() > 5 * amp[8:, 8:].max()  # high where the grain is, low on the smooth rest
+    log_amp = {k: train_sr.local_detail(v).log() for k, v in dict(g=grain, s=smooth, o=other_grain).items()}
+    off_texture = torch.nn.functional.l1_loss(log_amp["g"], log_amp["s"])
+    off_phase = torch.nn.functional.l1_loss(log_amp["g"], log_amp["o"])
+    pixel_phase = torch.nn.functional.l1_loss(grain, other_grain)
+    pixel_texture = torch.nn.functional.l1_loss(grain, smooth)
+    # A pixel loss charges grain of the wrong phase more than none at all; this term charges it far less.
+    assert pixel_phase > pixel_texture and off_phase < off_texture / 5
+
+
+def test_a_resumed_gan_run_with_the_texture_term_records_where_its_loss_changed(tmp_path):
+    served = tmp_path / "start.pt"
+    export_sr(trained_looking_sr(), served)
+    args = tiny_sr_run(tmp_path) + ["--gan-fraction", "1", "--init-from", str(served)]
+    train_sr.main(args + ["--minutes", "0.03"])
+    first = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]["training"]["steps"]
+    train_sr.main(args + ["--minutes", "0.06", "--texture-weight", "0.5"])
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    assert entry["training"]["steps"] > first
+    segments = entry["loss_segments"]
+    assert [s["from_step"] for s in segments] == [0, first]
+    assert "gradient-amplitude" not in segments[0]["loss"] and "0.5 x 8x8 log gradient-amplitude L1" in segments[1]["loss"]
+    assert entry["loss"] == segments[1]["loss"]

@@ -132,6 +132,16 @@ def pixel_step(g, opt, lr_img, hr, args, precision):
     return dict(loss=loss.item())
 
 
+def local_detail(img, window=8):
+    """The amplitude of the luminance gradients of ``img`` (N, 3, H, W) averaged over ``window`` x ``window``
+    squares at half-window steps: where a photo has texture and how much, with no say about its phase.
+    The same gradient energy as the detail figure (``training.metrics.gradient_energy``), made local; its
+    floor, 0.003 (under one grey level a pixel), is the rounding of an 8-bit photo's smoothest areas."""
+    y = (img * img.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    gx, gy = y[..., :-1, 1:] - y[..., :-1, :-1], y[..., 1:, :-1] - y[..., :-1, :-1]
+    return F.avg_pool2d(gx * gx + gy * gy, window, stride=window // 2).add(1e-5).sqrt()
+
+
 def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     """One SRGAN step: the generator on VGG feature L1 + pixel L1 + RaGAN (ESRGAN's recipe), then the
     discriminator; returns the log. Under bf16 autocast every loss is computed in fp32."""
@@ -147,9 +157,14 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     # The colours of each 4x4 block (the LR pixel it came from): holds the GAN to the photo's tones and
     # colours, which the feature loss lets drift, without asking for smoothness inside the block.
     lowpass = F.l1_loss(F.avg_pool2d(sr.float(), 4), F.avg_pool2d(hr, 4))
+    # How much texture each 8x8 square has, as a ratio to the photo's (log): grain at 1.5x the little a
+    # smooth sky or skin has costs as much as half the texture of foliage, and neither asks where the
+    # texture's edges fall. (On an amplitude scale, the first would cost almost nothing.)
+    texture = (F.l1_loss(local_detail(sr.float()).log(), local_detail(hr).log()) if args.texture_weight
+               else sr.new_zeros(()))
     adv = ragan(real_logit, fake_logit, fake_is_real=True)
     loss = (args.percep_weight * percep + args.pixel_weight * pixel + args.lowpass_weight * lowpass
-            + args.adv_weight * adv)
+            + args.texture_weight * texture + args.adv_weight * adv)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -161,7 +176,7 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     loss_d.backward()
     opt_d.step()
     return dict(loss=loss.item(), percep=percep.item(), pixel=pixel.item(), lowpass=lowpass.item(),
-                adv=adv.item(), loss_d=loss_d.item())
+                texture=texture.item(), adv=adv.item(), loss_d=loss_d.item())
 
 
 @torch.no_grad()
@@ -231,6 +246,10 @@ def parse_args(argv=None):
     p.add_argument("--pixel-weight", type=float, default=0.1, help="SRGAN: pixel L1 weight")
     p.add_argument("--lowpass-weight", type=float, default=1.0,
                    help="SRGAN: L1 weight of the 4x4 block means (the tones and colours at the LR scale)")
+    p.add_argument("--texture-weight", type=float, default=0.0,
+                   help="SRGAN: L1 weight of the log local gradient amplitude (8x8 squares): texture where the "
+                        "photo has it, in its amount, and no grain where it is smooth (~0.003: its gradients "
+                        "are ~500x the feature loss's)")
     p.add_argument("--adv-weight", type=float, default=1e-3, help="SRGAN: adversarial loss weight")
     p.add_argument("--ema", type=float, default=0.995,
                    help="SRGAN: decay of the moving average of the generator's weights that is validated and "
@@ -457,6 +476,7 @@ def describe_loss(phase, args):
         return "L1"
     return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
             + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
+            + (f"{args.texture_weight:g} x 8x8 log gradient-amplitude L1 + " if args.texture_weight else "")
             + f"{args.adv_weight:g} x RaGAN, from srresnet"
             + (f"; the weights' moving average (decay {args.ema:g})" if args.ema else ""))
 
