@@ -200,3 +200,19 @@ def test_a_resumed_gan_run_with_the_texture_term_records_where_its_loss_changed(
     assert [s["from_step"] for s in segments] == [0, first]
     assert "gradient-amplitude" not in segments[0]["loss"] and "0.5 x 8x8 log gradient-amplitude L1" in segments[1]["loss"]
     assert entry["loss"] == segments[1]["loss"]
+
+
+def test_the_flat_mask_marks_where_the_lr_photo_is_smooth():
+    torch.manual_seed(0)
+    lr = torch.linspace(0.4, 0.5, 32).view(1, 1, 1, 32).expand(1, 3, 24, 32).contiguous()  # a smooth sky
+    lr[..., :, 16:] += 0.1 * torch.randn(1, 1, 24, 16)  # and foliage on its right half
+    mask = train_sr.flat_mask(lr, (96, 128))
+    assert mask.shape == (1, 1, 96, 128)
+    assert mask[..., 8:-8, 8:48].min() > 0.9 and mask[..., 8:-8, 72:-8].max() < 0.1
+    # The term it weights: grain painted on the sky costs, the same grain on the foliage does not.
+    hr = torch.nn.functional.interpolate(lr, scale_factor=4.0, mode="bicubic", align_corners=False)
+    grain = 0.05 * torch.randn(1, 1, 96, 64)
+    on_sky, on_foliage = hr.clone(), hr.clone()
+    on_sky[..., :64] += grain
+    on_foliage[..., 64:] += grain
+    assert (mask * (on_sky - hr).abs()).mean() > 20 * (mask * (on_foliage - hr).abs()).mean()

@@ -142,6 +142,15 @@ def local_detail(img, window=8):
     return F.avg_pool2d(gx * gx + gy * gy, window, stride=window // 2).add(1e-5).sqrt()
 
 
+def flat_mask(lr_img, size, low=0.0032, high=0.006):
+    """Where the LR photo is smooth, at the HR ``size``: 1 where the bicubic upscale's local gradient amplitude
+    (``local_detail``) is at its floor, 0 from ``high`` up (a smooth sky's grain is under it; wood, foliage
+    and edges are over it). Computed from what the generator sees, so it can learn where the mask is."""
+    up = F.interpolate(lr_img.float(), scale_factor=4.0, mode="bicubic", align_corners=False)
+    w = ((high - local_detail(up)) / (high - low)).clamp(0, 1)
+    return F.interpolate(w, size=size, mode="bilinear", align_corners=False)
+
+
 def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     """One SRGAN step: the generator on VGG feature L1 + pixel L1 + RaGAN (ESRGAN's recipe), then the
     discriminator; returns the log. Under bf16 autocast every loss is computed in fp32."""
@@ -162,9 +171,13 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     # texture's edges fall. (On an amplitude scale, the first would cost almost nothing.)
     texture = (F.l1_loss(local_detail(sr.float()).log(), local_detail(hr).log()) if args.texture_weight
                else sr.new_zeros(()))
+    # Pixel L1 where the LR photo is smooth: no grain on a smooth sky, wall or skin, where the photo's own
+    # grain cannot be told from the photo and a painted one only adds its error.
+    flat = ((flat_mask(lr_img, hr.shape[-2:]) * (sr.float() - hr).abs()).mean() if args.flat_weight
+            else sr.new_zeros(()))
     adv = ragan(real_logit, fake_logit, fake_is_real=True)
     loss = (args.percep_weight * percep + args.pixel_weight * pixel + args.lowpass_weight * lowpass
-            + args.texture_weight * texture + args.adv_weight * adv)
+            + args.texture_weight * texture + args.flat_weight * flat + args.adv_weight * adv)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -176,7 +189,7 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     loss_d.backward()
     opt_d.step()
     return dict(loss=loss.item(), percep=percep.item(), pixel=pixel.item(), lowpass=lowpass.item(),
-                texture=texture.item(), adv=adv.item(), loss_d=loss_d.item())
+                texture=texture.item(), flat=flat.item(), adv=adv.item(), loss_d=loss_d.item())
 
 
 @torch.no_grad()
@@ -250,6 +263,8 @@ def parse_args(argv=None):
                    help="SRGAN: L1 weight of the log local gradient amplitude (8x8 squares): texture where the "
                         "photo has it, in its amount, and no grain where it is smooth (~0.003: its gradients "
                         "are ~500x the feature loss's)")
+    p.add_argument("--flat-weight", type=float, default=0.0,
+                   help="SRGAN: pixel L1 weight where the LR photo is smooth (flat_mask): no painted grain there")
     p.add_argument("--adv-weight", type=float, default=1e-3, help="SRGAN: adversarial loss weight")
     p.add_argument("--ema", type=float, default=0.995,
                    help="SRGAN: decay of the moving average of the generator's weights that is validated and "
@@ -477,6 +492,7 @@ def describe_loss(phase, args):
     return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
             + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
             + (f"{args.texture_weight:g} x 8x8 log gradient-amplitude L1 + " if args.texture_weight else "")
+            + (f"{args.flat_weight:g} x pixel L1 where the LR is smooth + " if args.flat_weight else "")
             + f"{args.adv_weight:g} x RaGAN, from srresnet"
             + (f"; the weights' moving average (decay {args.ema:g})" if args.ema else ""))
 
