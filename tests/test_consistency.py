@@ -75,3 +75,19 @@ def test_train_sr_trains_through_the_projection_and_records_it(tmp_path):
     # What it serves shrinks back to its input closer than the same weights without the projection.
     err = lambda t: (pillow_bicubic_down(t, lr.rows, lr.cols) - x).abs().mean().item()  # noqa: E731
     assert err(y) < err(unprojected) / 2
+
+
+def test_a_resumed_run_keeps_the_projection_it_started_with(tmp_path):
+    served = tmp_path / "start.pt"
+    export_sr(trained_looking_sr(), served)
+    args = tiny_sr_run(tmp_path) + ["--gan-fraction", "1", "--init-from", str(served)]
+    train_sr.main(args + ["--minutes", "0.03", "--consistency", "2"])
+    train_sr.main(args + ["--minutes", "0.06"])  # resumed with a larger budget, the flag left out
+    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    assert entry["arch"]["lr_consistency"] == 2
+    net = SRResNet(channels=8, blocks=2, consistency=2)
+    net.load_state_dict(torch.load(tmp_path / "ck" / "last.pt", weights_only=False)["ema"])
+    x = as_tensor(photo(16, 12, seed=2))
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "w" / "srgan.pt"))(x), net.eval()(x),
+                                   atol=2e-5, rtol=0)

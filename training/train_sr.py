@@ -428,6 +428,7 @@ def main(argv=None):
     resumed = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
     if resumed is not None:
         args.init_from = resumed["args"].get("init_from")  # the generator's origin is the first run's
+        args.consistency = resumed["args"].get("consistency", 0)  # and so is its back-projection
     g, frozen_bn, init_from = init_generator(args, device)
     gen = torch.Generator().manual_seed(job.seed(args.seed))
     state = dict(job=job, g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
