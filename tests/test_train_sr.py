@@ -216,3 +216,38 @@ def test_the_flat_mask_marks_where_the_lr_photo_is_smooth():
     on_sky[..., :64] += grain
     on_foliage[..., 64:] += grain
     assert (mask * (on_sky - hr).abs()).mean() > 20 * (mask * (on_foliage - hr).abs()).mean()
+
+
+def test_keep_writes_a_servable_snapshot_at_every_validation_that_reproduces_its_figures(tmp_path):
+    from PIL import Image
+    from training.manifest import sha256_file
+    args = tiny_sr_run(tmp_path) + ["--minutes", "0.1", "--gan-fraction", "0.5", "--val-every", "1.5", "--keep"]
+    train_sr.main(args)
+    history = json.loads((tmp_path / "ck" / "history.json").read_text())
+    validated = {(h["phase"], h["step"]): h for h in history if "psnr_y" in h}
+    kept = sorted((tmp_path / "ck" / "kept").iterdir())
+    assert {p.name for p in kept} == {f"{phase}-step{step}" for phase, step in validated}
+    assert {phase for phase, _ in validated} == {"srresnet", "srgan"} and len(kept) >= 4
+    val = [Image.open(tmp_path / "val" / "v.png").convert("RGB")]
+    probe, outputs = torch.rand(1, 3, 12, 12), []
+    for folder in kept:
+        phase, step = folder.name.split("-step")
+        entry = json.loads((folder / "manifest.json").read_text())["models"][phase]
+        assert entry["training"]["steps"] == int(step) and entry["sha256"] == sha256_file(folder / entry["file"])
+        assert entry["psnr_y"] == validated[(phase, int(step))]["psnr_y"]
+        net = torch.jit.load(str(folder / entry["file"]))
+        with torch.inference_mode():
+            again = train_sr.measure(net, val, torch.device("cpu"))
+            outputs.append(net(probe))
+        assert abs(again["psnr_y"] - entry["psnr_y"]) < 0.05
+    # snapshots of different steps, not one network written many times
+    assert all((a - b).abs().max() > 0 for a, b in zip(outputs, outputs[1:]))
+    # The run's own output is the last snapshot of each phase.
+    final = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
+    for phase, entry in final.items():
+        last = max(step for p, step in validated if p == phase)
+        assert entry["training"]["steps"] == last
+        x = torch.rand(1, 3, 12, 12)
+        with torch.inference_mode():
+            torch.testing.assert_close(torch.jit.load(str(tmp_path / "w" / entry["file"]))(x), torch.jit.load(
+                str(tmp_path / "ck" / "kept" / f"{phase}-step{last}" / entry["file"]))(x), atol=1e-6, rtol=0)

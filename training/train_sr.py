@@ -279,6 +279,9 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument("--out", default="weights", help="where traced weights and manifest go")
     p.add_argument("--checkpoint-dir", default="checkpoints/sr")
+    p.add_argument("--keep", action="store_true",
+                   help="at every validation also write the served generator, traced, with its manifest entry, "
+                        "to CHECKPOINT_DIR/kept/PHASE-stepN/ (a weights folder: pick the best step afterwards)")
     p.add_argument("--docs", default="docs", help="where the curves PNG goes")
     return p.parse_args(argv)
 
@@ -314,9 +317,10 @@ def phase_setup(phase, args, state, device):
     return setup
 
 
-def run_phase(phase, args, state, val_paths, device, budget_s):
+def run_phase(phase, args, state, val_paths, device, budget_s, on_validation=None):
     """Train one phase until its elapsed time (resumed time included) reaches ``budget_s`` seconds. Under
-    torchrun the networks train wrapped in DistributedDataParallel, and rank 0's clock rules every rank."""
+    torchrun the networks train wrapped in DistributedDataParallel, and rank 0's clock rules every rank.
+    ``on_validation(phase, figures)`` runs on rank 0 after each validation."""
     g, gen, job = state["g"], state["gen"], state["job"]
     opt, d, opt_d = state[f"opt_{phase}"], state.get("d"), state.get("opt_d")
     elapsed = state["elapsed"].get(phase, 0.0)
@@ -361,6 +365,7 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
         bar.update(round(min(elapsed, budget_s)) - bar.n)
         if step % 10 == 0:
             state["history"].append(dict(phase=phase, step=step, lr=lr_now, **log))
+        state["elapsed"][phase], state["step"][phase] = elapsed, step
         if job.main and (now - last_val >= args.val_every or elapsed >= budget_s):
             val = validate(served(phase, state), val_paths, device)
             train_mode(g, state["frozen_bn"])
@@ -368,10 +373,12 @@ def run_phase(phase, args, state, val_paths, device, budget_s):
             tqdm.write(f"{phase} step {step} ({elapsed / 60:.1f} min): val Y-PSNR {val['psnr_y']:.2f} dB "
                        f"(bicubic {val['bicubic_psnr_y']:.2f}), SSIM {val['ssim_y']:.4f}, "
                        f"detail {val['detail']:.2f} (bicubic {val['bicubic_detail']:.2f})")
+            if on_validation is not None:
+                on_validation(phase, val)
+                train_mode(g, state["frozen_bn"])
             last_val = time.time()
         bar.set_postfix_str(f"step {step}, {rate:.2f} it/s, loss {log['loss']:.4f}"
                             + (f", val {val['psnr_y']:.2f} dB detail {val['detail']:.2f}" if val else ""))
-        state["elapsed"][phase], state["step"][phase] = elapsed, step
         if checkpoint_now:
             save_checkpoint(state, args)
             last_ckpt = time.time()
@@ -446,9 +453,15 @@ def main(argv=None):
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    keep = None
+    if args.keep:
+        def keep(phase, val):
+            kept = Path(args.checkpoint_dir) / "kept" / f"{phase}-step{state['step'][phase]}"
+            kept.mkdir(parents=True, exist_ok=True)
+            register(phase, args, state, val_paths, device, train_paths, budgets[phase], out=kept, figures=val)
     gan_started = state["step"].get("srgan", 0) > 0
     if budgets["srresnet"] > 0 and not gan_started:
-        run_phase("srresnet", args, state, val_paths, device, budgets["srresnet"])
+        run_phase("srresnet", args, state, val_paths, device, budgets["srresnet"], keep)
     if state["step"].get("srresnet", 0) and state["exported"].get("srresnet") != state["step"]["srresnet"]:
         finish("srresnet", args, state, val_paths, device, train_paths, budgets["srresnet"])
 
@@ -466,7 +479,7 @@ def main(argv=None):
             state["ema"] = copy.deepcopy(g).eval().requires_grad_(False)
             if resumed is not None and resumed.get("ema") is not None:
                 state["ema"].load_state_dict(resumed["ema"], strict=True)
-        run_phase("srgan", args, state, val_paths, device, budgets["srgan"])
+        run_phase("srgan", args, state, val_paths, device, budgets["srgan"], keep)
         if state["step"].get("srgan", 0) and state["exported"].get("srgan") != state["step"]["srgan"]:
             finish("srgan", args, state, val_paths, device, train_paths, budgets["srgan"])
     if job.distributed:
@@ -509,11 +522,13 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
     return entry
 
 
-def register(phase, args, state, val_paths, device, train_paths, budget_s):
-    """Validate, trace and write ``phase``'s generator with its manifest entry."""
+def register(phase, args, state, val_paths, device, train_paths, budget_s, out=None, figures=None):
+    """Validate (unless ``figures`` are this generator's), trace and write ``phase``'s generator with its
+    manifest entry to ``out`` (``--out``)."""
     g = served(phase, state)
-    v = validate(g, val_paths, device)
-    path = Path(args.out) / f"{phase}.pt"
+    out = Path(out or args.out)
+    v = figures or validate(g, val_paths, device)
+    path = out / f"{phase}.pt"
     export_sr(g, path)
     g.to(device)
     setup = state["setup"].get(phase, {})
@@ -536,7 +551,7 @@ def register(phase, args, state, val_paths, device, train_paths, budget_s):
                                  "of the outputs / of the true images"),
         **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3),
     )
-    return update_manifest(args.out, phase, entry)
+    return update_manifest(out, phase, entry)
 
 
 if __name__ == "__main__":
