@@ -134,3 +134,19 @@ def test_networks_of_different_lineages_are_not_mixed(tmp_path):
     other = served(tmp_path / "b", "srresnet", SRResNet(channels=8, blocks=1).eval())
     with pytest.raises(SystemExit, match="not fine-tuned from"):
         blend_sr.main(["--gan", str(gan_path), "--psnr", str(other), "--out", str(tmp_path / "o"), "--alpha", "0.5"])
+
+
+def test_an_alpha_above_1_goes_on_past_the_gan_and_says_so(tmp_path):
+    gan_path, psnr_path = pair(tmp_path, noise=0.3)
+    gan, psnr = blend_sr.trainable(gan_path), blend_sr.trainable(psnr_path)
+    crops = blend_sr.centre_crops(sorted(photos(tmp_path / "sel", 3, 48).iterdir()), 32)
+    _, rows = blend_sr.sweep(gan, psnr, crops, [1.2, 1.0, 0.0], 100.0)
+    detail = {r["alpha"]: r["detail"] for r in rows}
+    assert detail[1.2] > detail[1.0] > detail[0.0]  # further along the line from SRResNet to the GAN
+    torch.testing.assert_close(blend_sr.mix(gan, psnr, 1.2).tail.weight,
+                               gan.tail.weight + 0.2 * (gan.tail.weight - psnr.tail.weight))
+    blend_sr.main(["--gan", str(gan_path), "--psnr", str(psnr_path), "--out", str(tmp_path / "o"), "--alpha", "1.2",
+                   "--val", str(photos(tmp_path / "val", 1, 40, seed=7)), "--threads", "1"])
+    entry = json.loads((tmp_path / "o" / "manifest.json").read_text())["models"]["srgan"]
+    assert entry["blend"]["alpha"] == 1.2
+    assert entry["loss"] == "1.2 x [GAN] - 0.2 x [srresnet, L1] (network extrapolation)"

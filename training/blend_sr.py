@@ -3,7 +3,9 @@
 ESRGAN's network interpolation (Wang et al. 2018, section 3.4): a GAN generator fine-tuned from a PSNR
 generator shares its layout and most of its weights, and ``alpha * gan + (1 - alpha) * psnr``, weight by
 weight, is a generator between the two: one knob from the GAN's detail (and its noise) to SRResNet's
-fidelity, set after training instead of by the loss weights of a new run.
+fidelity, set after training instead of by the loss weights of a new run. An alpha above 1 goes on past
+the GAN along the same line (``1.05 * gan - 0.05 * psnr``): a little more of what the GAN learnt over
+SRResNet, for a GAN that stopped short of the detail asked for.
 
 The two served files are turned back into the trainable network (``training.export.sr_from_state_dict``;
 the factored tail is not linear in the 9x9 one, so it is mixed unfactored), mixed, and exported again. The
@@ -158,11 +160,12 @@ def main(argv=None):
             json.dumps({"models": {"srgan": dict(gan_entry, file=kept.name)}}, indent=2) + "\n")
     net = mix(gan, psnr, alpha)
     export_sr(net, target)
+    sign = "-" if alpha > 1 else "+"
     val_paths = list_images(args.val)
     v = validate(net, val_paths, torch.device("cpu"))
     entry = dict(gan_entry, file=target.name,
-                 loss=f"{alpha:g} x [{gan_entry['loss']}] + {1 - alpha:g} x [srresnet, {psnr_entry['loss']}] "
-                      "(network interpolation)",
+                 loss=f"{alpha:g} x [{gan_entry['loss']}] {sign} {abs(1 - alpha):g} x [srresnet, "
+                      f"{psnr_entry['loss']}] (network {'extrapolation' if alpha > 1 else 'interpolation'})",
                  blend=dict(alpha=alpha, chosen=chosen_on, sweep=rows,
                             gan=dict(sha256=gan_entry["sha256"], steps=gan_entry["training"]["steps"],
                                      kept_at=str(kept)),
@@ -171,7 +174,7 @@ def main(argv=None):
                  validation=dict(gan_entry["validation"], images=[p.name for p in val_paths]),
                  **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3))
     entry = update_manifest(out, "srgan", entry)
-    print(f"srgan = {alpha:g} x GAN + {1 - alpha:g} x SRResNet -> {target}: validation Y-PSNR "
+    print(f"srgan = {alpha:g} x GAN {sign} {abs(1 - alpha):g} x SRResNet -> {target}: validation Y-PSNR "
           f"{entry['psnr_y']:.2f} dB (bicubic {entry['bicubic_psnr_y']:.2f}, gain {entry['gain_db']:+.2f}), "
           f"detail {entry['detail']:.2f} (bicubic {entry['bicubic_detail']:.2f})")
     return 0
