@@ -75,6 +75,17 @@ def test_exported_sr_network_gives_the_trained_networks_output_at_any_size(tmp_p
             torch.testing.assert_close(served(x), net(x), atol=2e-5, rtol=0)
 
 
+def test_exporting_mid_training_leaves_the_network_training_where_it_was(tmp_path):
+    net = trained_looking_sr().train().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    before = {k: (v.data_ptr(), v.clone()) for k, v in net.state_dict().items()}
+    export_sr(net, tmp_path / "sr.pt")  # a --keep snapshot
+    assert net.training
+    for k, v in net.state_dict().items():  # the same storage (the optimiser's), the same values
+        assert v.data_ptr() == before[k][0] and torch.equal(v, before[k][1]), k
+    assert all(p is q for p, q in zip(opt.param_groups[0]["params"], net.parameters()))
+
+
 def test_rerun_with_a_larger_budget_continues_the_phase(tmp_path):
     args = tiny_sr_run(tmp_path) + ["--gan-fraction", "0"]
     train_sr.main(args + ["--minutes", "0.03"])

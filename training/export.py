@@ -32,11 +32,11 @@ def export_sr(net, path):
     runs every convolution in NHWC without reorders. Its last pixel shuffle moves behind the 9x9 tail
     (``model.rewrites.fold_shuffle_into_conv``: the PReLU before it takes each channel's slope four times),
     and the tail is factored into 1xk and kx1 convolutions (``model.rewrites.factor_conv``). ``net`` itself
-    is left as it was (training goes on with it).
+    is left as it was, on its device (training goes on with it, under DistributedDataParallel too): the
+    trace is made from a CPU copy.
     """
     from torch.fx.experimental.optimization import fuse
-    was_training = net.training
-    net = net.eval().cpu()
+    net = copy.deepcopy(net).eval().cpu()
     fast = fuse(net)  # a folded copy
     last = fast.get_submodule(f"upsample.{len(net.upsample) - 1}")
     act = nn.PReLU(last.act.weight.numel() * 4)
@@ -49,7 +49,6 @@ def export_sr(net, path):
     with torch.inference_mode():
         traced = torch.jit.trace(fast, probe, check_trace=False)
         diff = (traced(probe) - net(probe)).abs().max().item()
-    net.train(was_training)
     if diff > SR_TOLERANCE:
         raise RuntimeError(f"the folded network differs from the trained one by {diff:.3g} (> {SR_TOLERANCE})")
     torch.jit.save(traced, str(path))

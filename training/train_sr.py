@@ -530,7 +530,6 @@ def register(phase, args, state, val_paths, device, train_paths, budget_s, out=N
     v = figures or validate(g, val_paths, device)
     path = out / f"{phase}.pt"
     export_sr(g, path)
-    g.to(device)
     setup = state["setup"].get(phase, {})
     entry = dict(
         file=path.name, kind="sr", scale=4,
