@@ -291,14 +291,15 @@ def test_rerun_with_a_larger_budget_continues_and_switches_to_large_crops(tmp_pa
         "--identity-minutes", "0", "--size", "16", "--final-size", "24", "--final-fraction", "0.25", "--batch", "1",
         "--style-size", "32", "--channels", "4,8,8", "--device", "cpu", "--threads", "1", "--precision", "fp32",
         "--channels-last", "off", "--out", str(out), "--checkpoint-dir", str(ckpt), "--sheet", ""]
-    train_style.main(args + ["--minutes", "0.04"])
+    # budgets of seconds, long enough that one step slowed by a busy machine cannot straddle the last quarter
+    train_style.main(args + ["--minutes", "0.1"])
     first = json.loads((out / "manifest.json").read_text())["models"]["style/blobs"]["training"]
     assert [c["size"] for c in first["crops"]] == [16, 24]
 
-    train_style.main(args + ["--minutes", "0.08"])
+    train_style.main(args + ["--minutes", "0.2"])
     second = json.loads((out / "manifest.json").read_text())["models"]["style/blobs"]["training"]
     assert second["steps"] > first["steps"]
-    assert 0.08 <= second["minutes"] < 0.08 + first["minutes"]
+    assert 0.2 <= second["minutes"] < 0.2 + first["minutes"]
     sizes = [c["size"] for c in second["crops"]]
     assert sizes == [16, 24, 16, 24]  # back to small crops for the new budget's first three quarters
     assert second["crops"][2]["from_step"] == first["steps"]

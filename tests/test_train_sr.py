@@ -39,6 +39,17 @@ def test_train_sr_smoke(tmp_path):
             y = net(torch.rand(1, 3, 10, 13))
         assert y.shape == (1, 3, 40, 52) and torch.isfinite(y).all()
     assert (tmp_path / "docs" / "sr_training_curves.png").stat().st_size > 1000
+    # By default the GAN is the shipped recipe: it alone ends in 3 back-projections onto its input, with the
+    # flat term and the adversarial term at 0.01; SRResNet is the plain network.
+    assert "lr_consistency" not in manifest["srresnet"]["arch"] and manifest["srgan"]["arch"]["lr_consistency"] == 3
+    assert "10 x pixel L1 where the LR is smooth" in manifest["srgan"]["loss"]
+    assert "0.01 x pixel L1" in manifest["srgan"]["loss"] and "0.01 x RaGAN" in manifest["srgan"]["loss"]
+    from model.consistency import LRConsistency, pillow_bicubic_down
+    lr, x = LRConsistency(), torch.rand(1, 3, 12, 16)
+    with torch.inference_mode():
+        shrunk = {n: (pillow_bicubic_down(torch.jit.load(str(tmp_path / "w" / f"{n}.pt"))(x), lr.rows, lr.cols)
+                      - x).abs().mean().item() for n in manifest}
+    assert shrunk["srgan"] < shrunk["srresnet"] / 2
     history = json.loads((tmp_path / "ck" / "history.json").read_text())
     assert any("psnr_y" in h for h in history)
     # Running again resumes from the checkpoint: both phases are done, nothing is retrained.
@@ -127,7 +138,7 @@ def test_gan_fine_tuning_starts_from_a_served_file(tmp_path):
     entry = manifest["srgan"]
     assert entry["training"]["initialised_from"].startswith("start.pt (sha256 ")
     assert entry["training"]["steps"] > 0 and "detail" in entry and "bicubic_detail" in entry
-    assert "0.1 x pixel L1" in entry["loss"] and entry["loss_segments"][0]["from_step"] == 0
+    assert "0.01 x pixel L1" in entry["loss"] and entry["loss_segments"][0]["from_step"] == 0
     # Trained from the served weights: close to them, but moved.
     start = torch.jit.load(str(served))
     tuned = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
@@ -155,7 +166,7 @@ def test_srgan_serves_the_moving_average_of_its_weights(tmp_path):
     assert entry["training"]["steps"] > 2
     nets = {}
     for key in ("ema", "g"):
-        nets[key] = SRResNet(channels=8, blocks=2)
+        nets[key] = SRResNet(channels=8, blocks=2, consistency=entry["arch"].get("lr_consistency", 0))
         nets[key].load_state_dict(ck[key])
         nets[key].eval()
     exported = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
