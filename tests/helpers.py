@@ -1,6 +1,7 @@
 """Helpers shared by the tests: small deterministic images made in memory, and a models bucket
 seeded with a weights folder for the S3 tests."""
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -16,6 +17,11 @@ def photo(w=24, h=16, seed=0):
     base = np.stack([x / max(w - 1, 1), y / max(h - 1, 1), (x + y) / max(w + h - 2, 1)], -1) * 200
     noise = rng.normal(0, 12, (h, w, 3))
     return Image.fromarray(np.clip(base + noise + 20, 0, 255).astype(np.uint8), "RGB")
+
+
+def run_manifest(folder):
+    """The ``models`` of the ``manifest.json`` a training run wrote into ``folder`` (its ``--out``)."""
+    return json.loads((Path(folder) / "manifest.json").read_text())["models"]
 
 
 def encode(img, fmt="PNG", **kw):

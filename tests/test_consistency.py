@@ -1,6 +1,5 @@
 """LR back-projection (model.consistency): a 4x output shrunk the protocol's way gives back its input, what
 the input cannot show is kept, and a generator with it trains, exports and turns back into itself."""
-import json
 
 import numpy as np
 import torch
@@ -8,8 +7,8 @@ from PIL import Image
 
 from model.consistency import LRConsistency, pillow_bicubic_down
 from model.srresnet import SRResNet
-from tests.helpers import photo
-from tests.test_train_sr import tiny_sr_run, trained_looking_sr
+from tests.helpers import photo, run_manifest
+from tests.test_train_sr import tiny_gan_run, trained_looking_sr
 from training import train_sr
 from training.export import export_sr, sr_from_state_dict
 
@@ -58,11 +57,8 @@ def test_a_generator_with_back_projection_exports_and_turns_back_into_itself(tmp
 
 
 def test_train_sr_trains_through_the_projection_and_records_it(tmp_path):
-    served = tmp_path / "start.pt"
-    export_sr(trained_looking_sr(), served)
-    train_sr.main(tiny_sr_run(tmp_path) + ["--minutes", "0.05", "--gan-fraction", "1", "--init-from", str(served),
-                                           "--consistency", "2"])
-    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    train_sr.main(tiny_gan_run(tmp_path) + ["--minutes", "0.05", "--consistency", "2"])
+    entry = run_manifest(tmp_path / "w")["srgan"]
     assert entry["arch"]["lr_consistency"] == 2 and entry["training"]["steps"] > 0
     tuned = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
     x = as_tensor(photo(16, 12, seed=2))
@@ -78,12 +74,10 @@ def test_train_sr_trains_through_the_projection_and_records_it(tmp_path):
 
 
 def test_a_resumed_run_keeps_the_projection_it_started_with(tmp_path):
-    served = tmp_path / "start.pt"
-    export_sr(trained_looking_sr(), served)
-    args = tiny_sr_run(tmp_path) + ["--gan-fraction", "1", "--init-from", str(served)]
+    args = tiny_gan_run(tmp_path)
     train_sr.main(args + ["--minutes", "0.03", "--consistency", "2"])
     train_sr.main(args + ["--minutes", "0.06"])  # resumed with a larger budget, the flag left out
-    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    entry = run_manifest(tmp_path / "w")["srgan"]
     assert entry["arch"]["lr_consistency"] == 2
     net = SRResNet(channels=8, blocks=2, consistency=2)
     net.load_state_dict(torch.load(tmp_path / "ck" / "last.pt", weights_only=False)["ema"])

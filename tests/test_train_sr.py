@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.vgg import VGG16Features
-from tests.helpers import photo
+from tests.helpers import photo, run_manifest
 from training import train_sr
 from training.export import export_sr
 
@@ -75,6 +75,13 @@ def trained_looking_sr(seed=0):
     return net.eval()
 
 
+def tiny_gan_run(tmp_path):
+    """tiny_sr_run's command line for an SRGAN-only run fine-tuned from a served file, the way the shipped
+    srresnet.pt is: ``start.pt``, exported here from trained_looking_sr(). Returns the argument list."""
+    export_sr(trained_looking_sr(), tmp_path / "start.pt")
+    return tiny_sr_run(tmp_path) + ["--gan-fraction", "1", "--init-from", str(tmp_path / "start.pt")]
+
+
 def test_exported_sr_network_gives_the_trained_networks_output_at_any_size(tmp_path):
     net = trained_looking_sr()
     export_sr(net, tmp_path / "sr.pt")
@@ -129,18 +136,15 @@ def test_rerun_with_a_larger_budget_continues_the_phase(tmp_path):
 
 def test_gan_fine_tuning_starts_from_a_served_file(tmp_path):
     from training.export import sr_from_state_dict
-    args = tiny_sr_run(tmp_path)
-    served = tmp_path / "start.pt"
-    export_sr(trained_looking_sr(), served)
-    train_sr.main(args + ["--minutes", "0.05", "--gan-fraction", "1", "--init-from", str(served)])
-    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
+    train_sr.main(tiny_gan_run(tmp_path) + ["--minutes", "0.05"])
+    manifest = run_manifest(tmp_path / "w")
     assert set(manifest) == {"srgan"}  # no SRResNet phase: the served file is the starting point
     entry = manifest["srgan"]
     assert entry["training"]["initialised_from"].startswith("start.pt (sha256 ")
     assert entry["training"]["steps"] > 0 and "detail" in entry and "bicubic_detail" in entry
     assert "0.01 x pixel L1" in entry["loss"] and entry["loss_segments"][0]["from_step"] == 0
     # Trained from the served weights: close to them, but moved.
-    start = torch.jit.load(str(served))
+    start = torch.jit.load(str(tmp_path / "start.pt"))
     tuned = torch.jit.load(str(tmp_path / "w" / "srgan.pt"))
     x = torch.rand(1, 3, 12, 12)
     with torch.inference_mode():
@@ -156,11 +160,8 @@ def test_gan_fine_tuning_starts_from_a_served_file(tmp_path):
 
 def test_srgan_serves_the_moving_average_of_its_weights(tmp_path):
     from model.srresnet import SRResNet
-    served = tmp_path / "start.pt"
-    export_sr(trained_looking_sr(), served)
-    train_sr.main(tiny_sr_run(tmp_path) + ["--minutes", "0.05", "--gan-fraction", "1", "--init-from", str(served),
-                                           "--ema", "0.9"])
-    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    train_sr.main(tiny_gan_run(tmp_path) + ["--minutes", "0.05", "--ema", "0.9"])
+    entry = run_manifest(tmp_path / "w")["srgan"]
     assert "moving average (decay 0.9)" in entry["loss"]
     ck = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
     assert entry["training"]["steps"] > 2
@@ -210,13 +211,11 @@ def test_the_texture_term_finds_grain_on_a_smooth_photo_where_it_is_and_ignores_
 
 
 def test_a_resumed_gan_run_with_the_texture_term_records_where_its_loss_changed(tmp_path):
-    served = tmp_path / "start.pt"
-    export_sr(trained_looking_sr(), served)
-    args = tiny_sr_run(tmp_path) + ["--gan-fraction", "1", "--init-from", str(served)]
+    args = tiny_gan_run(tmp_path)
     train_sr.main(args + ["--minutes", "0.03"])
-    first = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]["training"]["steps"]
+    first = run_manifest(tmp_path / "w")["srgan"]["training"]["steps"]
     train_sr.main(args + ["--minutes", "0.06", "--texture-weight", "0.5"])
-    entry = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srgan"]
+    entry = run_manifest(tmp_path / "w")["srgan"]
     assert entry["training"]["steps"] > first
     segments = entry["loss_segments"]
     assert [s["from_step"] for s in segments] == [0, first]
