@@ -32,7 +32,7 @@ def serve(args, config):
     # that send the whole body before reading (imgapi/hooks.py); waitress refuses longer ones itself.
     from imgapi.app import DRAIN_LIMIT_BYTES
     waitress_serve(app, host=host, port=port, threads=threads, channel_timeout=60,
-                   max_request_body_size=config.max_upload_bytes + 64 * 1024 + DRAIN_LIMIT_BYTES, ident="imgapi")
+                   max_request_body_size=config.max_body_bytes + DRAIN_LIMIT_BYTES, ident="imgapi")
 
 
 def _json_server_errors(config):
@@ -45,7 +45,8 @@ def _json_server_errors(config):
     def to_response(self, ident=None):
         if self.code == 413:
             code = "upload_too_large"
-            message = f"the request body is over the limit of {config.max_upload_bytes} bytes"
+            message = (f"the request body is over the limit of {config.max_body_bytes} bytes "
+                       f"(at most {config.max_upload_bytes} bytes a file)")
         else:
             code, message = self.reason.lower().replace(" ", "_"), f"{self.reason}: {self.body}"
         body = json.dumps({"error": {"code": code, "message": message}}).encode()

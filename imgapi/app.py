@@ -24,6 +24,7 @@ from imgapi.config import Config  # noqa: E402
 from imgapi.hooks import DRAIN_LIMIT_BYTES  # noqa: E402 (the server sizes its buffers with it)
 from imgapi.routes import STATIC, api  # noqa: E402
 from imgapi.store import ModelStore  # noqa: E402
+from imgapi.styles import UniversalStyles  # noqa: E402
 
 __all__ = ["create_app", "set_up_process", "DRAIN_LIMIT_BYTES"]
 
@@ -33,10 +34,11 @@ def create_app(config=None, store=None):
     config = config or Config.from_env()
     store = store or ModelStore(config)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + 64 * 1024  # multipart overhead
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["imgapi"] = {
         "config": config, "store": store,
         "admission": Admission(config.max_concurrent, config.max_queue, config.queue_timeout_s),
+        "universal": UniversalStyles(store),
     }
     app.register_blueprint(api)
     hooks.install(app)

@@ -96,6 +96,12 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
 
+    @property
+    def max_body_bytes(self):
+        """The largest request body read: two files (a photo and, for /stylize, a painting) of at most
+        ``max_upload_bytes`` each, and the multipart overhead."""
+        return 2 * self.max_upload_bytes + 64 * 1024
+
     @classmethod
     def from_env(cls, env=None):
         """Build the config from ``env`` (default ``os.environ``); unset variables keep defaults."""

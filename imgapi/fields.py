@@ -56,21 +56,38 @@ def upload(config):
     """The uploaded image's bytes: multipart field ``image`` or a raw ``image/*`` body."""
     ctype = request.mimetype or ""
     if ctype == "multipart/form-data":
-        files = request.files.getlist("image")
-        if not files:
+        data = file_field(config, "image")
+        if data is None:
             if "image" in request.form:
                 raise bad_request("missing_image", "field 'image' must be a file upload, not text")
             raise bad_request("missing_image", "no file in field 'image' of the multipart body")
-        if len(files) > 1:
-            raise bad_request("duplicate_field", f"field 'image' was given {len(files)} times; send one image")
-        data = files[0].read(config.max_upload_bytes + 1)
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
         data = request.get_data(cache=False)
+        _check_size(data, config, "image")
     else:
         raise ApiError(415, "unsupported_media_type",
                        f"Content-Type {ctype or '(none)'!r} is not accepted: send multipart/form-data "
                        "with the file in field 'image', or the image itself as image/*")
-    if len(data) > config.max_upload_bytes:
-        raise ApiError(413, "upload_too_large",
-                       f"the upload is over the limit of {config.max_upload_bytes} bytes")
     return data
+
+
+def file_field(config, name):
+    """The bytes of the multipart file ``name``, or None when the request has none (or is not multipart);
+    400 when it is given twice or as text, 413 over ``MAX_UPLOAD_BYTES``."""
+    files = request.files.getlist(name) if request.mimetype == "multipart/form-data" else []
+    if not files:
+        if name != "image" and name in request.form:
+            raise bad_request(f"invalid_{name}", f"field {name!r} must be a file upload, not text")
+        return None
+    if len(files) > 1:
+        raise bad_request("duplicate_field", f"field {name!r} was given {len(files)} times; send one image")
+    data = files[0].read(config.max_upload_bytes + 1)
+    _check_size(data, config, name)
+    return data
+
+
+def _check_size(data, config, name):
+    if len(data) > config.max_upload_bytes:
+        which = "upload" if name == "image" else f"file {name!r}"
+        raise ApiError(413, "upload_too_large",
+                       f"the {which} is over the limit of {config.max_upload_bytes} bytes")

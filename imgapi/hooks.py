@@ -57,8 +57,9 @@ def http_error(err):
         allowed = ", ".join(sorted(m for m in (err.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
         msg = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
     elif err.code == 413 and (request.content_length or 1 << 62) > limits["MAX_CONTENT_LENGTH"]:
-        max_upload = current_app.extensions["imgapi"]["config"].max_upload_bytes
-        code, msg = "upload_too_large", f"the request body is over the limit of {max_upload} bytes"
+        cfg = current_app.extensions["imgapi"]["config"]
+        code, msg = "upload_too_large", (f"the request body is over the limit of {cfg.max_body_bytes} bytes "
+                                         f"(at most {cfg.max_upload_bytes} bytes a file)")
         _drain(request.environ)
     elif err.code == 413:  # werkzeug's multipart limits, on a body of an allowed size
         code, msg = "form_too_large", (f"the form has too many fields (at most {limits['MAX_FORM_PARTS']}) "

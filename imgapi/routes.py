@@ -43,10 +43,13 @@ def upscale():
 @api.post("/stylize")
 def stylize():
     config, known = _config(), _style_names()
-    style = fields.field("style")
-    if style is None:
-        raise bad_request("missing_style", f"field 'style' is required. Styles: {', '.join(known)}")
-    if style not in known:
+    style, painting = fields.field("style"), fields.file_field(config, "style_image")
+    if (style is None) == (painting is None):
+        given = "both were given" if style is not None else "neither was given"
+        raise bad_request("missing_style" if style is None else "style_conflict",
+                          f"give exactly one of field 'style' (a named style: {', '.join(known)}) and a file "
+                          f"'style_image' (any painting); {given}")
+    if style is not None and style not in known:
         raise bad_request("invalid_style", f"style {style[:60]!r} is not known. Styles: {', '.join(known)}")
     strength = fields.number("strength", 1.0, 0.0, 1.0)
     preserve = fields.boolean("preserve_color")
@@ -56,11 +59,17 @@ def stylize():
     width, height = images.size_of(rgb)
     k = min(1.0, max_side / max(width, height))
     check_result_fits(round(width * k), round(height * k), _channels(alpha), config)
-    m = _model(f"style/{style}")
-    out, out_alpha = _admission().run(lambda: style_engine.stylize_with_alpha(
-        m.module, rgb, alpha, strength=strength, preserve_color=preserve, max_side=max_side))
-    return respond(out, out_alpha, {"model": f"style/{style}", "style": style, "sha256": m.sha256[:12],
-                                    "strength": strength, "preserve_color": preserve}, config)
+    options = dict(strength=strength, preserve_color=preserve, max_side=max_side)
+    if style is not None and _store().entry(f"style/{style}").get("kind") != "preset":
+        m = _model(f"style/{style}")
+        out, out_alpha = _admission().run(lambda: style_engine.stylize_with_alpha(m.module, rgb, alpha, **options))
+        return respond(out, out_alpha, {"model": f"style/{style}", "style": style, "sha256": m.sha256[:12],
+                                        "strength": strength, "preserve_color": preserve}, config)
+    universal = _universal()
+    stats, about = universal.preset(style) if style is not None else universal.painting(painting, config)
+    out, out_alpha = _admission().run(lambda: universal.stylize(rgb, alpha, stats, **options))
+    return respond(out, out_alpha, dict(about, model="universal", sha256=universal.sha256[:12],
+                                        strength=strength, preserve_color=preserve), config)
 
 
 @api.get("/styles")
@@ -107,6 +116,11 @@ def _admission():
     return current_app.extensions["imgapi"]["admission"]
 
 
+def _universal():
+    """The universal stylizer (:class:`imgapi.universal.Universal`) over this app's store."""
+    return current_app.extensions["imgapi"]["universal"]
+
+
 def _channels(alpha):
     return 3 if alpha is None else 4
 
@@ -124,4 +138,6 @@ def _model(name):
 
 
 def _style_names():
-    return [n.split("/", 1)[1] for n in _store().names("style") if n.startswith("style/")]
+    """Named styles: trained networks (kind ``style``) and universal presets (kind ``preset``)."""
+    return [n.split("/", 1)[1] for n in _store().names() if n.startswith("style/")
+            and _store().entry(n).get("kind") in ("style", "preset")]

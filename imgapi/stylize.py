@@ -47,14 +47,20 @@ def stylize_with_alpha(module, rgb, alpha=None, *, strength=1.0, preserve_color=
     image, and keeps its kind; None stays None.
     """
     out = stylize(module, rgb, strength=strength, preserve_color=preserve_color, max_side=max_side)
+    return out, alpha_for(out, alpha)
+
+
+def alpha_for(out, alpha):
+    """``alpha`` (None, a PIL ``"L"`` image or an ``(H, W)`` uint8 array) resized (Lanczos) to the size of the
+    stylized ``out`` (PIL or array), keeping its kind; None stays None."""
     if alpha is None:
-        return out, None
+        return None
     size = (out.shape[1], out.shape[0]) if isinstance(out, np.ndarray) else out.size
     if not isinstance(alpha, np.ndarray):
-        return out, alpha.resize(size, Image.LANCZOS)
+        return alpha.resize(size, Image.LANCZOS)
     if alpha.shape == (size[1], size[0]):
-        return out, alpha
-    return out, np.asarray(Image.fromarray(alpha, "L").resize(size, Image.LANCZOS))
+        return alpha
+    return np.asarray(Image.fromarray(alpha, "L").resize(size, Image.LANCZOS))
 
 
 def stylize(module, rgb, *, strength=1.0, preserve_color=False, max_side=1024):

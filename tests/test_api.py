@@ -126,7 +126,8 @@ def test_wrong_content_type_and_method(client):
 def test_health_lists_models_and_limits(client):
     body = client.get("/health").get_json()
     assert body["status"] == "ok"
-    assert set(body["models"]) == {"srgan", "srresnet", "style/mosaic"}
+    assert set(body["models"]) == {"srgan", "srresnet", "style/mosaic", "style/stripes", "universal/encoder",
+                                   "universal/decoder"}
     assert body["models"]["srgan"]["loaded"] is False
     post_image(client, "/upscale", png_bytes(8, 8))
     assert client.get("/health").get_json()["models"]["srgan"]["loaded"] is True
@@ -168,7 +169,7 @@ def test_page_is_served_with_csp(client):
 
 def test_styles_lists_manifest_styles_with_thumbnails(client):
     styles = client.get("/styles").get_json()["styles"]
-    assert [s["name"] for s in styles] == ["mosaic"]
+    assert [s["name"] for s in styles] == ["mosaic", "stripes"]
     s = styles[0]
     assert s["title"] == "Mosaic" and s["licence"] == "CC0-1.0"
     thumb = client.get(s["thumbnail"])

@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from model.srresnet import SRResNet
+from model.universal import NestedDecoder, UniversalEncoder, trace
 
 BOUNDARY = "corpus-7MA4YWxkTrZu0gW"
 
@@ -53,9 +54,46 @@ def write_weights(folder):
         artist="Test", source="tests", licence="CC0-1.0", thumbnail="thumbs/mosaic.jpg")
     (folder / "thumbs").mkdir(exist_ok=True)
     Image.new("RGB", (32, 32), (90, 140, 200)).save(folder / "thumbs" / "mosaic.jpg")
+    add_universal(folder, models)
     manifest = {"models": models}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
+
+
+TINY_UNIVERSAL_WIDTHS = (4, 8, 8, 8)
+
+
+def tiny_painting(side=40, seed=3):
+    """A small stand-in painting: diagonal stripes in two colours with noise, (side, side, 3) uint8."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side]
+    stripes = ((x + y) // 5 % 2)[..., None]
+    img = np.where(stripes, [200, 170, 40], [30, 60, 150]) + rng.normal(0, 10, (side, side, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def add_universal(folder, models):
+    """Tiny traced universal encoder and decoder, and a preset made from :func:`tiny_painting`, into
+    ``folder`` and ``models`` (the manifest's entries)."""
+    from imgapi.universal import save_stats, style_statistics
+    torch.manual_seed(4)
+    encoder, decoder = UniversalEncoder(TINY_UNIVERSAL_WIDTHS), NestedDecoder(TINY_UNIVERSAL_WIDTHS)
+    traced_encoder, traced_decoder = trace(encoder, decoder, side=16)
+    for name, module in (("encoder", traced_encoder), ("decoder", traced_decoder)):
+        torch.jit.save(module, str(folder / f"universal_{name}.pt"))
+        models[f"universal/{name}"] = dict(file=f"universal_{name}.pt", kind="universal",
+                                           sha256=_sha256(folder / f"universal_{name}.pt"))
+    (folder / "presets").mkdir(exist_ok=True)
+    save_stats(style_statistics(traced_encoder, tiny_painting()), folder / "presets" / "stripes.npz")
+    Image.fromarray(tiny_painting()).save(folder / "thumbs" / "stripes.jpg")
+    models["style/stripes"] = dict(file="presets/stripes.npz", kind="preset", title="Stripes", artist="Test",
+                                   source="tests", licence="CC0-1.0", thumbnail="thumbs/stripes.jpg",
+                                   sha256=_sha256(folder / "presets" / "stripes.npz"))
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def multipart(fields, boundary=BOUNDARY):

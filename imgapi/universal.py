@@ -1,0 +1,212 @@
+"""Universal style transfer (whitening and colouring, Li et al. 2017): any painting, no network per style.
+
+Two traced modules (``model/universal.py``, exported by ``training/train_decoders.py``):
+``universal/encoder`` takes ``(1, 3, H, W)`` float32 RGB in [0, 1], H and W multiples of 8, and returns the
+VGG16 features ``(relu1_1, relu2_1, relu3_1, relu4_1)``; ``universal/decoder`` has ``block4`` (relu4_1 ->
+relu3_1), ``block3``, ``block2`` and ``block1`` (relu1_1 -> RGB, unclamped).
+
+A painting is reduced to its **statistics**: at each level, the mean of its features ``(C,)`` and the
+colouring matrix ``(C, C)``, the square root of their covariance (eigendecomposition in float64). The photo
+is encoded once to relu4_1; its features there are whitened (their own covariance removed) and coloured
+with the painting's, decoded one block to relu3_1, whitened and coloured again there, and so on down to
+the picture: coarse structures first, fine strokes last, without encoding the picture again between levels.
+``strength`` blends each level's coloured features with the photo's own before they go down a block.
+
+Statistics are arrays, so a named style can ship as a small ``.npz`` file (a *preset*), and a painting a
+user uploads is reduced once and kept by its sha256 (:class:`StatsCache`).
+"""
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from imgapi.engine import plain_execution
+from imgapi.stylize import rgb_to_ycbcr, shrink_to, ycbcr_to_rgb
+
+LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+MULTIPLE = 8  # three poolings in the encoder
+EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
+PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
+
+
+def bf16_units():
+    """True when the CPU has bf16 arithmetic units (AVX512-BF16 or AMX): bf16 then runs the encoder and
+    decoder at about 2.8x fp32's speed (docs/bench.md); without them it is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
+
+
+def _autocast(precision):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _padded(x):
+    """Reflect-pad ``(1, 3, H, W)`` at the bottom and right to multiples of 8 (replicate when too small)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    if not ph and not pw:
+        return x
+    mode = "reflect" if h > ph and w > pw else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def to_input(rgb):
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else np.array(rgb)  # torch warns on read-only arrays
+    return torch.from_numpy(rgb).to(torch.float32).div_(255.0).permute(2, 0, 1)[None]
+
+
+def covariance_stats(f):
+    """Mean ``(C,)``, eigenvalues ``(k,)`` and eigenvectors ``(C, k)`` (float64) of ``(1, C, H, W)`` features'
+    covariance; eigenvalues below ``EPS`` times the largest are left out."""
+    c = f.shape[1]
+    x = f[0].reshape(c, -1).float()
+    mean = x.mean(1, dtype=torch.float64)
+    # The pixel sums in float32 (a 1024-px photo's relu1_1 in float64 would be 512 MB), the C x C in float64.
+    x = x - mean.float()[:, None]
+    cov = (x @ x.T).to(torch.float64) / max(x.shape[1] - 1, 1)
+    vals, vecs = torch.linalg.eigh(cov)
+    keep = vals > EPS * max(vals.max().item(), EPS)
+    return mean, vals[keep], vecs[:, keep]
+
+
+def style_statistics(encoder, painting, precision="fp32"):
+    """A painting's statistics: ``{level: (mean (C,), colouring (C, C))}`` float32 arrays, one per level.
+
+    ``painting``: (H, W, 3) uint8 RGB or a PIL RGB image, shrunk here to at most ``PAINTING_SIDE`` px.
+    """
+    if not isinstance(painting, np.ndarray):
+        painting = np.asarray(shrink_to(painting.convert("RGB"), PAINTING_SIDE))
+    elif max(painting.shape[:2]) > PAINTING_SIDE:
+        painting = np.asarray(shrink_to(Image.fromarray(np.ascontiguousarray(painting), "RGB"), PAINTING_SIDE))
+    with torch.inference_mode(), plain_execution(), _autocast(precision):
+        feats = encoder(_padded(to_input(painting)))
+    out = {}
+    for name, f in zip(LEVELS, feats):
+        mean, vals, vecs = covariance_stats(f.float())
+        colouring = vecs @ torch.diag(vals.sqrt()) @ vecs.T
+        out[name] = (mean.float().numpy(), colouring.float().numpy())
+    return out
+
+
+def whiten_colour(f, mean, colouring, strength):
+    """``f`` (1, C, H, W) with its own covariance removed and the painting's ``mean``/``colouring`` put in,
+    blended with ``f`` by ``strength``; float32 out."""
+    f = f.float()
+    c, h, w = f.shape[1:]
+    own_mean, vals, vecs = covariance_stats(f)
+    x = f[0].reshape(c, -1) - own_mean.float()[:, None]
+    whitening = vecs @ torch.diag(vals.rsqrt()) @ vecs.T
+    colour = torch.as_tensor(colouring, dtype=torch.float64)
+    # One C x C matrix applied to the pixels, in float32: the float64 part is C x C only.
+    transform = (colour @ whitening).float()
+    y = transform @ x + torch.as_tensor(mean, dtype=torch.float32)[:, None]
+    y = y.reshape(1, c, h, w)
+    return y if strength >= 1.0 else strength * y + (1.0 - strength) * f
+
+
+def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32"):
+    """Stylize ``x`` (1, 3, H, W) in [0, 1] with the statistics ``stats``; returns (1, 3, H, W) clamped."""
+    h, w = x.shape[-2:]
+    blocks = (decoder.block4, decoder.block3, decoder.block2, decoder.block1)
+    with torch.inference_mode(), plain_execution():
+        with _autocast(precision):
+            f = encoder(_padded(x))[3]
+        for name, block in zip(LEVELS[::-1], blocks):
+            mean, colouring = stats[name]
+            f = whiten_colour(f, mean, colouring, strength)
+            with _autocast(precision):
+                f = block(f)
+        return f.float()[..., :h, :w].clamp_(0.0, 1.0)
+
+
+def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_color=False, max_side=1024,
+                      precision="fp32"):
+    """Restyle ``rgb`` ((H, W, 3) uint8, EXIF applied) with a painting's ``stats`` (:func:`style_statistics`).
+
+    ``strength`` 0..1 blends the features at every level (0: the photo itself, returned as it is);
+    ``preserve_color`` keeps the photo's chroma (BT.601 Cb, Cr) and takes the stylized luminance;
+    ``max_side``: longer inputs are shrunk first (Lanczos). Returns (h, w, 3) uint8 at the shrunk size.
+    """
+    strength = float(strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength {strength} is out of range. Allowed: 0.0 to 1.0")
+    if max(rgb.shape[:2]) > int(max_side):
+        rgb = np.asarray(shrink_to(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), int(max_side)))
+    if strength == 0.0:
+        return np.array(rgb, dtype=np.uint8, copy=True)
+    x = to_input(rgb)
+    y = transfer(encoder, decoder, x, stats, strength, precision)[0].permute(1, 2, 0).numpy()
+    if preserve_color:
+        ycc = rgb_to_ycbcr(x[0].permute(1, 2, 0).numpy())
+        ycc[..., 0] = rgb_to_ycbcr(y)[..., 0]
+        y = ycbcr_to_rgb(ycc)
+    return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_stats(stats, path):
+    """Write statistics as an ``.npz`` (``<level>_mean``, ``<level>_colouring``; float32, no pickle)."""
+    arrays = {}
+    for name, (mean, colouring) in stats.items():
+        arrays[f"{name}_mean"], arrays[f"{name}_colouring"] = mean, colouring
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_stats(path):
+    """Read :func:`save_stats`'s file; ValueError when a level is missing or the shapes disagree."""
+    with np.load(path, allow_pickle=False) as z:
+        try:
+            stats = {n: (z[f"{n}_mean"].astype(np.float32), z[f"{n}_colouring"].astype(np.float32))
+                     for n in LEVELS}
+        except KeyError as exc:
+            raise ValueError(f"style statistics {path} lack {exc}") from None
+    for name, (mean, colouring) in stats.items():
+        if colouring.shape != (mean.shape[0], mean.shape[0]):
+            raise ValueError(f"style statistics {path}: {name} has mean {mean.shape} and colouring "
+                             f"{colouring.shape}")
+    return stats
+
+
+class StatsCache:
+    """Painting statistics by the sha256 of the painting's bytes, the ``maxsize`` most recent kept.
+
+    Thread-safe; two requests with the same new painting may both compute it (the result is the same).
+    Only a request that sends the very same bytes gets an entry: it reveals nothing it did not send.
+    """
+
+    def __init__(self, maxsize=16):
+        self.maxsize = maxsize
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(data):
+        return hashlib.sha256(data).hexdigest()
+
+    def get(self, key, compute):
+        """The statistics under ``key``, made by ``compute()`` and kept when absent."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            self.misses += 1
+        stats = compute()
+        with self._lock:
+            self._items[key] = stats
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return stats
