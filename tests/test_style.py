@@ -376,7 +376,7 @@ class MovesWithThePhoto(torch.nn.Module):
 
 @pytest.mark.parametrize("s", [1, 2, 3])
 def test_shift_term_sees_a_grid_lattice_and_nothing_that_moves_with_the_photo(s):
-    from training.train_style import roll_photo, shift_error
+    from training.losses import roll_photo, shift_error
     x = torch.rand(2, 3, 40, 36) * 0.8
     for net, expected in ((MovesWithThePhoto(), 0.0), (GridLattice(), 0.01 if s == 2 else 0.005)):
         y, moved = net(torch.cat([x, roll_photo(x, s)])).chunk(2)

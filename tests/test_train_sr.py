@@ -7,7 +7,7 @@ import torch
 
 from model.vgg import VGG16Features
 from tests.helpers import photo, run_manifest
-from training import train_sr
+from training import losses, train_sr, validation
 from training.export import export_sr
 
 
@@ -199,9 +199,9 @@ def test_the_texture_term_finds_grain_on_a_smooth_photo_where_it_is_and_ignores_
     grain[..., :32, :32] += 0.08 * torch.randn(1, 1, 32, 32)  # grain on the top-left quarter only
     other_grain = smooth.clone()
     other_grain[..., :32, :32] += 0.08 * torch.randn(1, 1, 32, 32)  # as much grain, elsewhere in phase
-    amp = train_sr.local_detail(grain)[0, 0]
+    amp = losses.local_detail(grain)[0, 0]
     assert amp[:6, :6].min() > 5 * amp[8:, 8:].max()  # high where the grain is, low on the smooth rest
-    log_amp = {k: train_sr.local_detail(v).log() for k, v in dict(g=grain, s=smooth, o=other_grain).items()}
+    log_amp = {k: losses.local_detail(v).log() for k, v in dict(g=grain, s=smooth, o=other_grain).items()}
     off_texture = torch.nn.functional.l1_loss(log_amp["g"], log_amp["s"])
     off_phase = torch.nn.functional.l1_loss(log_amp["g"], log_amp["o"])
     pixel_phase = torch.nn.functional.l1_loss(grain, other_grain)
@@ -227,7 +227,7 @@ def test_the_flat_mask_marks_where_the_lr_photo_is_smooth():
     torch.manual_seed(0)
     lr = torch.linspace(0.4, 0.5, 32).view(1, 1, 1, 32).expand(1, 3, 24, 32).contiguous()  # a smooth sky
     lr[..., :, 16:] += 0.1 * torch.randn(1, 1, 24, 16)  # and foliage on its right half
-    mask = train_sr.flat_mask(lr, (96, 128))
+    mask = losses.flat_mask(lr, (96, 128))
     assert mask.shape == (1, 1, 96, 128)
     assert mask[..., 8:-8, 8:48].min() > 0.9 and mask[..., 8:-8, 72:-8].max() < 0.1
     # The term it weights: grain painted on the sky costs, the same grain on the foliage does not.
@@ -258,7 +258,7 @@ def test_keep_writes_a_servable_snapshot_at_every_validation_that_reproduces_its
         assert entry["psnr_y"] == validated[(phase, int(step))]["psnr_y"]
         net = torch.jit.load(str(folder / entry["file"]))
         with torch.inference_mode():
-            again = train_sr.measure(net, val, torch.device("cpu"))
+            again = validation.measure(net, val, torch.device("cpu"))
             outputs.append(net(probe))
         assert abs(again["psnr_y"] - entry["psnr_y"]) < 0.05
     # snapshots of different steps, not one network written many times

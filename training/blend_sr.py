@@ -14,8 +14,10 @@ validation set the manifest reports: the smallest alpha (the most of SRResNet's 
 figure there (gradient energy of the outputs over the true crops') still reaches ``--detail``. Detail
 carries over from one set of photos to another far better than the PSNR gap to bicubic does (the first
 GAN: 0.73 on the training crops, 0.75 on the validation set; 0.2 dB and 1.2 dB under bicubic). The result
-is written as ``srgan.pt`` with a manifest entry that keeps the GAN's training record and adds ``blend``:
-alpha, both parents' sha256 and steps, the rule and the sweep.
+is written as ``srgan.pt`` into the GAN's run folder (``runs/srgan/``; the GAN itself moves to
+``unblended/`` there) with a manifest entry that keeps the GAN's training record and adds ``blend``: alpha,
+both parents' sha256 and steps, the rule and the sweep. ``--recipe training/recipes/srgan.toml`` takes
+alpha and the PSNR parent from the recipe's ``[blend]`` table; ``make promote`` ships the result.
 """
 import argparse
 import copy
@@ -27,11 +29,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from training import recipes
 from training.common import list_images
 from training.export import export_sr, sr_from_state_dict
 from training.manifest import sha256_file, update_manifest
 from training.prepare_data import centre_crop
-from training.train_sr import measure, validate
+from training.validation import measure, validate
 
 DEFAULT_ALPHAS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 
@@ -108,7 +111,9 @@ def sweep(gan, psnr, crops, alphas, detail):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--gan", default="weights/srgan.pt", help="the GAN generator (served file, manifest beside it)")
+    p.add_argument("--recipe", default=None,
+                   help="a recipe whose [blend] table sets alpha, psnr, detail (training/recipes/srgan.toml)")
+    p.add_argument("--gan", default="runs/srgan/srgan.pt", help="the GAN generator (served file, manifest beside it)")
     p.add_argument("--psnr", default="weights/srresnet.pt", help="the PSNR generator it was fine-tuned from")
     p.add_argument("--select-on", default="data/sr/train", help="photos that choose alpha (not the validation set)")
     p.add_argument("--crop", type=int, default=256, help="side of the centre crop of each selection photo")
@@ -117,11 +122,24 @@ def parse_args(argv=None):
     p.add_argument("--detail", type=float, default=0.9,
                    help="the detail figure to keep (1: the true images' gradient energy; bicubic's is ~0.2)")
     p.add_argument("--val", default="data/sr/val", help="the validation photos the manifest reports")
-    p.add_argument("--out", default="weights", help="where srgan.pt and its manifest entry go")
-    p.add_argument("--keep-gan", default="checkpoints/sr/srgan_unblended.pt",
-                   help="where the GAN parent is kept when it is the file being replaced")
+    p.add_argument("--out", default=None,
+                   help="where srgan.pt and its manifest entry go (the GAN's run folder; never weights/)")
+    p.add_argument("--keep-gan", default=None,
+                   help="where the GAN parent is kept when it is the file being replaced (OUT/unblended/srgan.pt)")
+    p.add_argument("--skip-blended", action="store_true",
+                   help="when --gan is already the blend the recipe asks for, say so and stop (a rerun of make train-*)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: every core)")
-    return p.parse_args(argv)
+    known, _ = p.parse_known_args(argv)
+    if known.recipe:
+        try:
+            recipes.apply_recipe(p, recipes.load_recipe(known.recipe).get("blend", {}), f"{known.recipe} [blend]")
+        except (OSError, ValueError) as e:
+            p.error(str(e))
+    args = p.parse_args(argv)
+    args.out = args.out or str(Path(args.gan).parent)
+    args.keep_gan = args.keep_gan or str(Path(args.out) / "unblended" / "srgan.pt")
+    recipes.refuse_shipped(args.out)
+    return args
 
 
 def main(argv=None):
@@ -130,6 +148,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     _, gan_entry = load_entry(args.gan)
     _, psnr_entry = load_entry(args.psnr)
+    if "blend" in gan_entry and args.skip_blended and gan_entry["blend"]["alpha"] == args.alpha:
+        print(f"{args.gan} is already {args.alpha:g} x its GAN (kept at {gan_entry['blend']['gan']['kept_at']}): "
+              "nothing to blend")
+        return 0
     if "blend" in gan_entry:
         raise SystemExit(f"{args.gan} is already a blend (alpha {gan_entry['blend']['alpha']}); "
                          f"give the GAN itself (--gan {gan_entry['blend']['gan']['kept_at']})")
@@ -170,7 +192,8 @@ def main(argv=None):
                             gan=dict(sha256=gan_entry["sha256"], steps=gan_entry["training"]["steps"],
                                      kept_at=str(kept)),
                             psnr=dict(file=Path(args.psnr).name, sha256=psnr_entry["sha256"],
-                                      steps=psnr_entry["training"]["steps"])),
+                                      steps=psnr_entry["training"]["steps"]),
+                            **({"recipe": args.recipe} if args.recipe else {})),
                  validation=dict(gan_entry["validation"], images=[p.name for p in val_paths]),
                  **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3))
     entry = update_manifest(out, "srgan", entry)

@@ -1,5 +1,6 @@
 """What the SR and style trainers share: image listing, the learning-rate schedule, the VGG loss network,
 the hardware string of the manifest, and the choice of precision and memory layout on the machine at hand."""
+import argparse
 import contextlib
 import copy
 import math
@@ -163,3 +164,14 @@ def machine(args):
     if device.type == "cpu":
         torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     return device
+
+
+def parse_channels(value):
+    """``--channels`` ``"16,32,64"`` (or a recipe's list) -> a tuple of three positive widths."""
+    try:
+        vals = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        vals = ()
+    if len(vals) != 3 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--channels {value!r}: expected three positive integers like 16,32,64")
+    return vals
