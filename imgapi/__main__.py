@@ -1,10 +1,16 @@
 """Command line: ``python -m imgapi serve|upscale|stylize``.
 
     python -m imgapi serve [--host 127.0.0.1] [--port 8000]
-    python -m imgapi upscale IN... -o OUT_DIR [--model srgan|srresnet] [--scale 2|3|4]
-    python -m imgapi stylize IN... --style NAME -o OUT_DIR [--strength 1.0] [--preserve-color]
+    python -m imgapi upscale IN... -o OUT [--model srgan|srresnet] [--scale 2|3|4]
+    python -m imgapi stylize IN... (--style NAME | --style-image PAINTING) -o OUT [--strength 1.0]
+                             [--preserve-color] [--max-side 1024]
 
-Batches use the same decoder, engine and model store as the API, one image at a time.
+Batches use the same decoder, engine and model store as the API, one image at a time. ``--style`` is a
+trained network or a preset (manifest kinds ``style`` and ``preset``); ``--style-image`` is any painting,
+decoded with the photo's pixel limit and errors and reduced once, through the same
+:class:`imgapi.styles.UniversalStyles` as ``POST /stylize``. ``OUT`` is a folder (``photo_<style>.png``,
+``photo_<painting>.png``, ``photo_x4_srgan.png`` in it) or, with one input, a ``.png`` file. Docs:
+docs/cli.md.
 """
 import argparse
 import logging
@@ -59,47 +65,104 @@ def _json_server_errors(config):
 def batch(args, config):
     import torch
 
-    from imgapi import engine, images
-    from imgapi import stylize as style_engine
+    from imgapi import images
     from imgapi.store import ModelStore
     torch.set_num_threads(config.torch_threads)
     store = ModelStore(config)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "upscale":
-        name, max_pixels = args.model, config.max_upscale_pixels
-        suffix = f"_x{args.scale}_{args.model}"
-    else:
-        name, max_pixels = f"style/{args.style}", config.max_stylize_pixels
-        suffix = f"_{args.style}"
-        if store.entry(name) is None:
-            styles = [n.split("/", 1)[1] for n in store.names("style")]
-            raise SystemExit(f"unknown style {args.style!r}. Styles: {', '.join(styles)}")
-    try:
-        model = store.get(name)
-    except KeyError:
-        where = config.model_bucket or config.weights_dir
-        raise SystemExit(f"{name} is not in the weights manifest of {where}; deploy its weights and retry.") from None
+        work, suffix = _upscaler(args, config, store)
+        max_pixels, arrays = config.max_upscale_pixels, False
+    else:  # as the /stylize route decodes: arrays, the stylize pixel limit
+        work, suffix = _stylizer(args, config, store)
+        max_pixels, arrays = config.max_stylize_pixels, True
     failed = 0
     for path in args.inputs:
         t0 = time.perf_counter()
         try:
-            rgb, alpha = images.decode(Path(path).read_bytes(), max_pixels)
-            if args.command == "upscale":
-                out, alpha = engine.upscale(model.module, rgb, alpha, scale=args.scale,
-                                            tile=config.tile, overlap=config.tile_overlap)
-            else:  # the call the /stylize route makes
-                out, alpha = style_engine.stylize_with_alpha(model.module, rgb, alpha, strength=args.strength,
-                                                             preserve_color=args.preserve_color,
-                                                             max_side=args.max_side)
+            rgb, alpha = images.decode(Path(path).read_bytes(), max_pixels, arrays=arrays)
+            out, alpha = work(rgb, alpha)
         except (ApiError, OSError) as exc:
             failed += 1
             print(f"{path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
             continue
-        dest = out_dir / f"{Path(path).stem}{suffix}.png"
+        dest = _destination(args, path, suffix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(images.encode_png(out, alpha))
-        print(f"{path} -> {dest} ({out.width}x{out.height}, {time.perf_counter() - t0:.1f} s)")
+        width, height = images.size_of(out)
+        print(f"{path} -> {dest} ({width}x{height}, {time.perf_counter() - t0:.1f} s)")
     return 1 if failed else 0
+
+
+def _destination(args, path, suffix):
+    """``-o``: a folder (``<stem><suffix>.png`` in it), or with one input a ``.png`` file name."""
+    out = Path(args.out)
+    if out.suffix.lower() == ".png" and len(args.inputs) == 1:
+        return out
+    return out / f"{Path(path).stem}{suffix}.png"
+
+
+def _network(store, name, config):
+    try:
+        return store.get(name)
+    except KeyError:
+        where = config.model_bucket or config.weights_dir
+        raise SystemExit(f"{name} is not in the weights manifest of {where}; deploy its weights and retry.") from None
+    except ApiError as exc:  # a file that cannot be fetched or loaded now
+        raise SystemExit(f"{name}: {exc.message}") from None
+
+
+def _upscaler(args, config, store):
+    """``(work(rgb, alpha) -> (out, alpha), file name suffix)``: the call the /upscale route makes."""
+    from imgapi import engine
+    model = _network(store, args.model, config)
+
+    def work(rgb, alpha):
+        return engine.upscale(model.module, rgb, alpha, scale=args.scale, tile=config.tile,
+                              overlap=config.tile_overlap)
+    return work, f"_x{args.scale}_{args.model}"
+
+
+def _stylizer(args, config, store):
+    """``(work(rgb, alpha) -> (out, alpha), file name suffix)``: the calls the /stylize route makes, with a
+    trained network (kind ``style``), a preset (kind ``preset``) or any painting (``--style-image``) through
+    the same :class:`imgapi.styles.UniversalStyles` as the server. Bad style or painting: SystemExit."""
+    from imgapi import stylize as style_engine
+    from imgapi.styles import UniversalStyles
+    options = dict(strength=args.strength, preserve_color=args.preserve_color, max_side=args.max_side)
+    if args.style is not None:
+        kind = (store.entry(f"style/{args.style}") or {}).get("kind")
+        if kind not in ("style", "preset"):
+            styles = [n.split("/", 1)[1] for n in store.names() if n.startswith("style/")
+                      and store.entry(n).get("kind") in ("style", "preset")]
+            raise SystemExit(f"unknown style {args.style!r}. Styles: {', '.join(styles)}")
+        if kind == "style":
+            model = _network(store, f"style/{args.style}", config)
+            return (lambda rgb, alpha: style_engine.stylize_with_alpha(model.module, rgb, alpha, **options),
+                    f"_{args.style}")
+    universal = UniversalStyles(store)
+    try:
+        if args.style is not None:
+            stats, _ = universal.preset(args.style)
+            suffix = f"_{args.style}"
+        else:
+            stats, _ = universal.painting(_painting_bytes(args.style_image), config)
+            suffix = f"_{Path(args.style_image).stem}"
+        universal.load()
+        stats()  # the painting reduced (or the preset read) once, before any photo
+    except ApiError as exc:
+        where = args.style_image if args.style is None else f"style {args.style}"
+        raise SystemExit(f"{where}: {exc.message}") from None
+    return (lambda rgb, alpha: universal.stylize(rgb, alpha, stats, **options)), suffix
+
+
+def _painting_bytes(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"{path}: the painting could not be read ({exc.strerror or exc})") from None
+
+
+OUT_HELP = "a folder for the results, or with one input a .png file name"
 
 
 def main(argv=None):
@@ -109,15 +172,17 @@ def main(argv=None):
     s.add_argument("--host", help="default: $HOST or 127.0.0.1")
     s.add_argument("--port", type=int, help="default: $PORT or 8000")
     s.add_argument("--threads", type=int, default=8, help="HTTP worker threads (default 8)")
-    u = sub.add_parser("upscale", help="super-resolve images into OUT_DIR")
+    u = sub.add_parser("upscale", help="super-resolve images into OUT")
     u.add_argument("inputs", nargs="+", metavar="IN")
-    u.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
+    u.add_argument("-o", "--out", required=True, metavar="OUT", help=OUT_HELP)
     u.add_argument("--model", choices=("srgan", "srresnet"), default="srgan")
     u.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
-    st = sub.add_parser("stylize", help="restyle images into OUT_DIR")
+    st = sub.add_parser("stylize", help="restyle images with a named style or any painting into OUT")
     st.add_argument("inputs", nargs="+", metavar="IN")
-    st.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
-    st.add_argument("--style", required=True)
+    st.add_argument("-o", "--out", required=True, metavar="OUT", help=OUT_HELP)
+    st.add_argument("--style", metavar="NAME", help="a named style: a trained network or a preset (GET /styles)")
+    st.add_argument("--style-image", metavar="PAINTING",
+                    help="any painting (an image file) as the style, through the universal model")
     st.add_argument("--strength", type=float, default=1.0)
     st.add_argument("--preserve-color", action="store_true")
     st.add_argument("--max-side", type=int, default=1024)
@@ -125,8 +190,15 @@ def main(argv=None):
     config = Config.from_env()
     if args.command == "serve":
         return serve(args, config)
+    if args.command == "stylize" and (args.style is None) == (args.style_image is None):
+        given = "both were given" if args.style is not None else "neither was given"
+        st.error(f"give exactly one of --style NAME (a named style) and --style-image PAINTING (any painting); "
+                 f"{given}")
     if args.command == "stylize" and not 0.0 <= args.strength <= 1.0:
-        p.error("--strength must be from 0 to 1")
+        st.error("--strength must be from 0 to 1")
+    if len(args.inputs) > 1 and Path(args.out).suffix.lower() == ".png":
+        sub.choices[args.command].error(f"-o {args.out} names one file, but {len(args.inputs)} inputs were given: "
+                                        "give a folder")
     return batch(args, config)
 
 

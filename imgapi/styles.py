@@ -35,6 +35,11 @@ class UniversalStyles:
             raise unavailable("model_missing", "the universal style model is not in this deployment's "
                                                "weights manifest (its weights were not deployed).") from None
 
+    def load(self):
+        """Load the encoder and decoder now (503 ``model_missing`` when they are not deployed): for callers
+        that want a missing model reported once, before any image (the CLI)."""
+        self._modules()
+
     @property
     def sha256(self):
         """The decoder's sha256 (the file that makes a universal result what it is)."""
