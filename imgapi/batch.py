@@ -6,8 +6,17 @@ created under ``in/``. The key says what to do, with the options that ``/upscale
 
     in/upscale/<model>/x<scale>/<path>                      e.g. in/upscale/srgan/x4/album/photo.jpg
     in/stylize/<style>[/<option>=<value>...]/<path>         e.g. in/stylize/starry_night/strength=0.8/photo.jpg
+    in/stylize/style_image=<painting>[/<option>=<value>...]/<path>
+                                                            e.g. in/stylize/style_image=9f86d0...e1.jpg/photo.jpg
+    in/paintings/<painting>                                 the painting that such keys name
 
-(``<option>`` is ``strength``, ``preserve_color`` or ``max_side``.) The result goes to
+(``<option>`` is ``strength``, ``preserve_color`` or ``max_side``; ``<style>`` is any named style of
+``GET /styles``, a trained network or a preset.) A painting is uploaded once under ``in/paintings/`` (the
+function's role may read only the input prefix; its own event is answered ``painting`` and nothing is
+written); each photo key names it, and the function reads it from the bucket and sends it with the photo as
+``/stylize``'s ``style_image``: the same size and pixel limits and errors, its statistics kept by the sha256
+of its bytes in the warm app. ``tools/batch.py --style-image`` names a painting by that sha256 and its
+extension, so a changed painting gets new keys. The result goes to
 ``out/<op...>/<path>`` with the extension replaced by ``.png``; a bad image, option or key writes
 ``failed/<op...>/<path>.json`` holding the API's error JSON instead. Each output records the input's ETag
 in its metadata (``input-etag``): a re-delivered event whose output already exists for that ETag is
@@ -22,6 +31,7 @@ helpers below also serve ``tools/batch.py`` in a boto3-only environment.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import posixpath
@@ -37,9 +47,12 @@ log = logging.getLogger("imgapi.batch")
 
 OPERATIONS = ("upscale", "stylize")
 STYLE_OPTIONS = ("strength", "preserve_color", "max_side")
+STYLE_IMAGE = "style_image"
+PAINTINGS = "paintings"  # in/paintings/<painting>: the paintings that stylize keys name
 ETAG_METADATA = "input-etag"
 LAYOUTS = ("in/upscale/<model>/x<scale>/<path> (model srgan or srresnet, scale 2, 3 or 4), "
-           "in/stylize/<style>[/strength=<0..1>][/preserve_color=true][/max_side=<16..limit>]/<path>")
+           "in/stylize/<style>[/strength=<0..1>][/preserve_color=true][/max_side=<16..limit>]/<path>, "
+           "in/stylize/style_image=<painting>[/<option>=<value>...]/<path> (the painting at in/paintings/<painting>)")
 
 # Limits of the batch function (15-minute Lambda timeout), estimates from config.py's SR throughput:
 # the largest upscale may take this much compute, the rest of the 900 s is for the cold start, the weights,
@@ -118,16 +131,27 @@ class BatchSettings:
 
     def input_key(self, op, path, **options):
         """The key to upload ``path`` (relative, '/'-separated) under for ``op`` with ``options``
-        (upscale: ``model``, ``scale``; stylize: ``style`` and any of ``STYLE_OPTIONS``)."""
+        (upscale: ``model``, ``scale``; stylize: ``style`` or ``style_image`` (a painting's name under
+        :meth:`painting_key`), and any of ``STYLE_OPTIONS``)."""
         path = path.strip("/")
         if op == "upscale":
             parts = [op, options.get("model", "srgan"), f"x{options.get('scale', 4)}"]
         elif op == "stylize":
-            parts = [op, options["style"]] + [f"{k}={options[k]}" for k in STYLE_OPTIONS
-                                              if options.get(k) is not None]
+            if (options.get("style") is None) == (options.get(STYLE_IMAGE) is None):
+                raise ValueError("give exactly one of style and style_image")
+            style = options["style"] if options.get("style") is not None else f"{STYLE_IMAGE}={options[STYLE_IMAGE]}"
+            parts = [op, style] + [f"{k}={options[k]}" for k in STYLE_OPTIONS if options.get(k) is not None]
         else:
             raise ValueError(f"operation {op!r} is not supported. Supported: {', '.join(OPERATIONS)}")
         return self.input_prefix + "/".join(parts + [path])
+
+    @property
+    def painting_prefix(self):
+        return f"{self.input_prefix}{PAINTINGS}/"
+
+    def painting_key(self, name):
+        """Where the painting that keys name ``style_image=<name>`` is uploaded."""
+        return self.painting_prefix + name
 
     def result_keys(self, key):
         """``(output key, failure key)`` for an input key under the input prefix."""
@@ -148,15 +172,38 @@ def parse_key(key, settings):
         scale = parts[2][1:] if parts[2][:1] in ("x", "X") else parts[2]
         return "/upscale", {"model": parts[1], "scale": scale}
     if op == "stylize" and len(parts) >= 3:
-        options, rest = {"style": parts[1]}, parts[2:]
-        while len(rest) > 1 and "=" in rest[0] and rest[0].split("=", 1)[0] in STYLE_OPTIONS:
+        options, rest = _style_of(parts[1]), parts[2:]
+        while len(rest) > 1 and "=" in rest[0] and rest[0].split("=", 1)[0] in STYLE_OPTIONS + (STYLE_IMAGE,):
             name, value = rest.pop(0).split("=", 1)
+            if name == STYLE_IMAGE and "style" in options:
+                raise _which_style("both were given")
             if name in options:
                 raise ApiError(400, "duplicate_field", f"field {name!r} was given twice in the key; give it once")
             options[name] = value
         return "/stylize", options
     what = f"operation {op[:40]!r}" if op not in OPERATIONS else f"key of operation {op!r}"
     raise ApiError(404, "not_found", f"{what} does not follow a batch layout; layouts: {LAYOUTS}")
+
+
+def _style_of(part):
+    """``{"style": name}`` or ``{"style_image": painting}`` from the part of a key after ``stylize/``."""
+    name, _, value = part.partition("=")
+    if not _:
+        return {"style": part}
+    if name == STYLE_IMAGE and value and value not in (".", ".."):
+        return {STYLE_IMAGE: value}
+    if name == STYLE_IMAGE:
+        raise ApiError(400, f"invalid_{STYLE_IMAGE}", f"{part[:80]!r} names no painting: give "
+                       f"{STYLE_IMAGE}=<painting>, the name of a file under {PAINTINGS}/ of the input prefix")
+    raise _which_style("neither was given")
+
+
+def _which_style(given):
+    """The 400 of a stylize key with both or neither of a style and a painting (as the route's)."""
+    return ApiError(400, "missing_style" if given.startswith("neither") else "style_conflict",
+                    "give exactly one of a named style (stylize/<style>/...) and a painting "
+                    f"(stylize/{STYLE_IMAGE}=<painting>/..., the painting uploaded under {PAINTINGS}/ of the "
+                    f"input prefix) right after stylize/; {given}")
 
 
 def _code(error):
@@ -210,12 +257,45 @@ class Batch:
         return head.get("Metadata", {}).get(ETAG_METADATA)
 
     # -- work -----------------------------------------------------------------------------
-    def run(self, route, options, data):
-        """One image through the app: ``(status, body bytes, headers)``."""
+    def run(self, route, options, data, painting=None):
+        """One image through the app: ``(status, body bytes, headers)``. With ``painting`` (bytes), a multipart
+        request with the image and the painting as ``style_image``, as a client of ``/stylize`` sends it."""
         client = self.app.test_client()
-        resp = client.post(route, query_string=options, data=data, content_type="application/octet-stream",
-                           headers={"Accept": "image/png"})
+        if painting is None:
+            resp = client.post(route, query_string=options, data=data, content_type="application/octet-stream",
+                               headers={"Accept": "image/png"})
+        else:
+            form = {"image": (io.BytesIO(data), "image"), STYLE_IMAGE: (io.BytesIO(painting), STYLE_IMAGE)}
+            resp = client.post(route, query_string=options, data=form, content_type="multipart/form-data",
+                               headers={"Accept": "image/png"})
         return resp.status_code, resp.get_data(), resp.headers
+
+    def painting(self, bucket, name):
+        """The bytes of the painting ``name`` (at most one byte over the upload limit: the app answers 413,
+        naming ``style_image``); 404 ``style_image_not_found`` when the bucket has none by that name."""
+        from botocore.exceptions import ClientError
+        key = self.settings.painting_key(name)
+        try:
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in MISSING_CODES:  # 403 too: the role may not list the bucket
+                raise ApiError(404, f"{STYLE_IMAGE}_not_found",
+                               f"no painting at {key} in bucket {bucket}: upload it there before the photos that "
+                               "name it (tools/batch.py --style-image does), then upload the photo again") from None
+            raise
+        with obj["Body"] as stream:
+            return stream.read(self.config.max_upload_bytes + 1)
+
+    def _process(self, bucket, key, data):
+        """``(status, body, headers)`` of the app for the input ``key`` with the bytes ``data``; an error of
+        the key or of the painting it names is answered like the app's."""
+        try:
+            route, options = parse_key(key, self.settings)
+            name = options.pop(STYLE_IMAGE, None)
+            painting = None if name is None else self.painting(bucket, name)
+        except ApiError as error:
+            return error.status, json.dumps(error.body()).encode(), {}
+        return self.run(route, options, data, painting)
 
     def handle_record(self, record):
         """One record of an S3 event: returns ``{"key", "outcome", ...}``; raises on a 5xx or an S3 error."""
@@ -227,6 +307,8 @@ class Batch:
         result = {"key": key}
         if not key.startswith(self.settings.input_prefix) or key.endswith("/"):
             return dict(result, outcome="ignored")  # not an input (or a console "folder" marker)
+        if key.startswith(self.settings.painting_prefix):
+            return dict(result, outcome="painting")  # read when a photo names it
         out_key, failed_key = self.settings.result_keys(key)
         if etag and etag in (self._etag_of(bucket, out_key), self._etag_of(bucket, failed_key)):
             return dict(result, outcome="skipped")  # re-delivery: already done for this very object
@@ -242,17 +324,12 @@ class Batch:
         etag = obj["ETag"].strip('"')
         with obj["Body"] as stream:  # at most one byte over the limit: the app answers 413 upload_too_large
             data = stream.read(self.config.max_upload_bytes + 1)
-        try:
-            route, options = parse_key(key, self.settings)
-        except ApiError as error:
-            status, body, headers = error.status, json.dumps(error.body()).encode(), {}
-        else:
-            status, body, headers = self.run(route, options, data)
+        status, body, headers = self._process(bucket, key, data)
         meta = {ETAG_METADATA: etag, "status": str(status),
                 "input-key": quote(key[len(self.settings.input_prefix):], safe="/")}
         if status == 200:
-            meta.update({name: headers[h] for name, h in (("model", "X-Model"), ("sha256", "X-Sha256"))
-                         if h in headers})
+            meta.update({name: headers[h] for name, h in (("model", "X-Model"), ("sha256", "X-Sha256"),
+                                                          ("style-image", "X-Style-Image")) if h in headers})
             self.put(bucket, out_key, body, "image/png", meta)
             result.update(outcome="done", output=out_key)
         elif status < 500:

@@ -9,11 +9,13 @@ engine's tiling runs.
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import io
 import json
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -274,3 +276,140 @@ def test_over_the_pixel_limit_is_a_413_failure_file(batch, lambda_context, monke
     Image.new("RGB", (32, 32)).save(buf, "PNG")
     (result,) = module.handler(event("s3_put_one_upscale.json", s3, {key: buf.getvalue()}), lambda_context)["results"]
     assert result["outcome"] == "failed" and result["code"] == "too_many_pixels" and result["status"] == 413
+
+
+# -- any painting as the style: in/paintings/<painting> and in/stylize/style_image=<painting>/... --------------
+def painting_png(seed=3):
+    from tools.fixtures import tiny_painting
+    return encode(Image.fromarray(tiny_painting(seed=seed)))
+
+
+def put_event(s3, key, body):
+    """An S3 event (tests/events/s3_put_one_upscale.json) for ``body`` uploaded under ``key``, the key
+    URL-encoded as S3 sends it."""
+    doc = json.loads((EVENTS / "s3_put_one_upscale.json").read_text())
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    doc["Records"][0]["s3"]["bucket"]["name"] = BUCKET
+    doc["Records"][0]["s3"]["object"].update(key=quote_plus(key, safe="/"), eTag=put["ETag"].strip('"'),
+                                             size=len(body))
+    return doc
+
+
+def api_result(tiny_weights, photo_bytes, painting=None, **fields):
+    """POST /stylize's PNG for the same bytes and options, from the API's own app on the same weights."""
+    from imgapi.app import create_app
+    api = create_app(Config(weights_dir=tiny_weights, torch_threads=1)).test_client()
+    body = {"image": (io.BytesIO(photo_bytes), "p.png"), **fields}
+    if painting is not None:
+        body["style_image"] = (io.BytesIO(painting), "painting.png")
+    return api.post("/stylize", data=body, headers={"Accept": "image/png"})
+
+
+def test_a_painting_in_the_bucket_styles_the_photos_that_name_it(batch, lambda_context, tiny_weights):
+    module, s3 = batch
+    painting = painting_png()
+    name = hashlib.sha256(painting).hexdigest() + ".png"
+    (own,) = module.handler(put_event(s3, f"in/paintings/{name}", painting), lambda_context)["results"]
+    assert own["outcome"] == "painting" and keys(s3) == [f"in/paintings/{name}"]  # nothing written for it
+    photo_bytes = png_bytes(30, 20, "RGBA", seed=4)
+    key = f"in/stylize/style_image={name}/strength=0.7/preserve_color=true/album/p.png"
+
+    (result,) = module.handler(put_event(s3, key, photo_bytes), lambda_context)["results"]
+
+    assert result["outcome"] == "done"
+    body, meta, ctype = get(s3, f"out/stylize/style_image={name}/strength=0.7/preserve_color=true/album/p.png")
+    assert ctype == "image/png" and meta["model"] == "universal" and meta["style-image"] == name[:12]
+    api = api_result(tiny_weights, photo_bytes, painting, strength="0.7", preserve_color="true")
+    assert api.status_code == 200
+    ours, theirs = decode_png(body), decode_png(api.data)
+    assert ours.mode == theirs.mode == "RGBA" and ours.tobytes() == theirs.tobytes()  # the API's own pixels
+
+
+def test_a_paintings_statistics_are_kept_for_the_next_photo(batch, lambda_context):
+    module, s3 = batch
+    s3.put_object(Bucket=BUCKET, Key="in/paintings/wave.png", Body=painting_png())
+    for n in range(2):
+        ev = put_event(s3, f"in/stylize/style_image=wave.png/p{n}.png", png_bytes(16, 12, seed=n))
+        assert module.handler(ev, lambda_context)["results"][0]["outcome"] == "done"
+    cache = module.batch.app.extensions["imgapi"]["universal"].cache  # the app's, by the painting's sha256
+    assert (cache.misses, cache.hits) == (1, 1)
+
+
+def test_a_preset_by_name(batch, lambda_context, tiny_weights):
+    module, s3 = batch
+    photo_bytes = png_bytes(24, 16, seed=2)
+    (result,) = module.handler(put_event(s3, "in/stylize/stripes/p.png", photo_bytes), lambda_context)["results"]
+    assert result["outcome"] == "done"
+    body, meta, _ = get(s3, "out/stylize/stripes/p.png")
+    assert meta["model"] == "universal"
+    assert decode_png(body).tobytes() == decode_png(api_result(tiny_weights, photo_bytes, style="stripes").data).tobytes()
+
+
+@pytest.mark.parametrize("painting, status, code", [
+    (None, 404, "style_image_not_found"),  # the photo came before its painting, or names another
+    (b"this is not a painting, only text named so", 415, "unsupported_image"),
+    ("empty", 400, "empty_image"),
+])
+def test_a_missing_or_bad_painting_is_a_failure_file(batch, lambda_context, tiny_weights, painting, status, code):
+    module, s3 = batch
+    if painting is not None:
+        s3.put_object(Bucket=BUCKET, Key="in/paintings/wave.jpg", Body=b"" if painting == "empty" else painting)
+    key = "in/stylize/style_image=wave.jpg/album/p.png"
+
+    (result,) = module.handler(put_event(s3, key, png_bytes(16, 12)), lambda_context)["results"]
+
+    assert result["outcome"] == "failed" and (result["status"], result["code"]) == (status, code)
+    body, meta, ctype = get(s3, "failed/stylize/style_image=wave.jpg/album/p.png.json")
+    error = json.loads(body)["error"]
+    assert ctype == "application/json" and meta["status"] == str(status) and error["code"] == code
+    if painting is None:
+        assert "in/paintings/wave.jpg" in error["message"] and "tools/batch.py --style-image" in error["message"]
+    elif painting != "empty":  # the API's own answer for the same painting
+        assert json.loads(body) == api_result(tiny_weights, png_bytes(16, 12), painting).get_json()
+        assert error["message"].startswith("style_image: ")
+    assert not [k for k in keys(s3) if k.startswith("out/")]
+
+
+def test_a_painting_over_the_limits_is_a_413_failure_file(batch, lambda_context, monkeypatch):
+    monkeypatch.setenv("MAX_UPLOAD_BYTES", "3000")
+    monkeypatch.setenv("MAX_STYLIZE_PIXELS", str(48 * 48))
+    module, s3 = batch
+    module = importlib.reload(module)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    assert len(encode(noise)) > 3000
+    s3.put_object(Bucket=BUCKET, Key="in/paintings/heavy.png", Body=encode(noise))
+    s3.put_object(Bucket=BUCKET, Key="in/paintings/large.png", Body=encode(Image.new("RGB", (64, 64))))
+    for name, code in (("heavy.png", "upload_too_large"), ("large.png", "too_many_pixels")):
+        ev = put_event(s3, f"in/stylize/style_image={name}/p.png", png_bytes(16, 12))
+        (result,) = module.handler(ev, lambda_context)["results"]
+        assert (result["outcome"], result["status"], result["code"]) == ("failed", 413, code)
+        error = json.loads(get(s3, f"failed/stylize/style_image={name}/p.png.json")[0])["error"]
+        assert "style_image" in error["message"]
+
+
+@pytest.mark.parametrize("key, code", [
+    ("in/stylize/strength=0.5/p.png", "missing_style"),
+    ("in/stylize/mosaic/style_image=wave.png/p.png", "style_conflict"),
+    ("in/stylize/style_image=wave.png/style_image=wave.png/p.png", "duplicate_field"),
+    ("in/stylize/style_image=/p.png", "invalid_style_image"),
+])
+def test_both_or_neither_style_in_the_key_is_a_failure_file(batch, lambda_context, key, code):
+    module, s3 = batch
+    s3.put_object(Bucket=BUCKET, Key="in/paintings/wave.png", Body=painting_png())
+    (result,) = module.handler(put_event(s3, key, png_bytes(16, 12)), lambda_context)["results"]
+    assert result["outcome"] == "failed" and result["status"] == 400 and result["code"] == code
+    error = json.loads(get(s3, "failed/" + key[len("in/"):] + ".json")[0])["error"]
+    if code in ("missing_style", "style_conflict"):
+        assert "exactly one of a named style" in error["message"] and "style_image=<painting>" in error["message"]
+
+
+def test_painting_keys_round_trip_between_the_cli_and_the_handler():
+    settings = BatchSettings()
+    key = settings.input_key("stylize", "album/b.jpg", style_image="ab12.jpg", max_side=512)
+    assert key == "in/stylize/style_image=ab12.jpg/max_side=512/album/b.jpg"
+    assert parse_key(key, settings) == ("/stylize", {"style_image": "ab12.jpg", "max_side": "512"})
+    assert settings.painting_key("ab12.jpg") == "in/paintings/ab12.jpg"
+    assert settings.result_keys(key)[0] == "out/stylize/style_image=ab12.jpg/max_side=512/album/b.png"
+    for both_or_neither in ({}, {"style": "mosaic", "style_image": "ab12.jpg"}):
+        with pytest.raises(ValueError, match="exactly one"):
+            settings.input_key("stylize", "b.jpg", **both_or_neither)
