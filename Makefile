@@ -108,11 +108,12 @@ deploy: deploy-preflight $(DEPLOY_VENV)/.installed
 upload-weights: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
 
-## Batch a folder through the stack's S3 bucket: DIR=photos/ OP=upscale [MODEL= SCALE=] | OP=stylize STYLE= [STRENGTH=] (STAGE, REGION, OUT=)
+## Batch a folder through the stack's S3 bucket: DIR=photos/ OP=upscale [MODEL= SCALE=] | OP=stylize STYLE=name or STYLE_IMAGE=painting.jpg [STRENGTH=] (STAGE, REGION, OUT=)
 batch: $(DEPLOY_VENV)/.installed
-	@test -n "$(DIR)" -a -n "$(OP)" || { echo "usage: make batch DIR=photos/ OP=upscale|stylize [MODEL=srgan SCALE=4 | STYLE=name STRENGTH=1] [OUT=dir]"; exit 1; }
+	@test -n "$(DIR)" -a -n "$(OP)" || { echo "usage: make batch DIR=photos/ OP=upscale|stylize [MODEL=srgan SCALE=4 | STYLE=name or STYLE_IMAGE=painting.jpg, STRENGTH=1] [OUT=dir]"; exit 1; }
 	$(DEPLOY_PY) -m tools.batch "$(DIR)" --op $(OP) --stack $(STACK) --region $(REGION) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(SCALE),--scale $(SCALE)) $(if $(STYLE),--style $(STYLE)) \
+		$(if $(STYLE_IMAGE),--style-image "$(STYLE_IMAGE)") \
 		$(if $(STRENGTH),--strength $(STRENGTH)) $(if $(OUT),-o "$(OUT)") $(BATCH_ARGS)
 
 ## Delete the deployment: empty its buckets, then remove the stack and its ECR repository

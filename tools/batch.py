@@ -2,6 +2,11 @@
 
     python -m tools.batch photos/ --op upscale [--model srgan] [--scale 4] --stack imgapi-dev --region eu-west-1
     python -m tools.batch photos/ --op stylize --style starry_night [--strength 0.8] [--preserve-color] --bucket B
+    python -m tools.batch photos/ --op stylize --style-image painting.jpg [--strength 0.8] --stack imgapi-dev
+
+``--style`` is any named style (a trained network or a preset); ``--style-image`` is any painting: it is
+uploaded first, once, to ``in/paintings/<sha256>.<ext>`` and the photos go to
+``in/stylize/style_image=<sha256>.<ext>/<options>/<name>/<path>`` (imgapi/batch.py reads it from there).
 
 Uploads every file of the folder (hidden ones left out) to ``in/<op>/<options>/<name>/<path>`` of the batch
 bucket with a progress bar, waits until each has its result (``out/...png``) or failure file
@@ -17,7 +22,9 @@ moto_server and for trying the layout without a stack (needs the serving require
 from __future__ import annotations
 
 import argparse
+import hashlib
 import posixpath
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,6 +107,25 @@ def s3_event_record(bucket: str, key: str, etag: str, size: int) -> dict:
                    "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag}}}
 
 
+def painting_name(path: Path) -> str:
+    """The name a painting is uploaded under: the sha256 of its bytes and its extension (``<hex>.jpg``), so
+    that a changed painting never takes an earlier one's results."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ext = path.suffix.lower()
+    return digest + (ext if re.fullmatch(r"\.[a-z0-9]{1,8}", ext) else "")
+
+
+def upload_painting(s3, bucket: str, settings: BatchSettings, path: Path, name: str, notify=None) -> str:
+    """Upload the painting before the photos that name it; returns its key."""
+    key = settings.painting_key(name)
+    s3.upload_file(str(path), bucket, key)
+    if notify is not None:  # the bucket notifies the function of it too: it answers "painting", writes nothing
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        notify(s3_event_record(bucket, key, etag, path.stat().st_size))
+    print(f"painting {path.name} -> {key}", file=sys.stderr)
+    return key
+
+
 def upload(s3, bucket: str, jobs: list[Job], notify=None, stream=None) -> None:
     progress = Progress(sum(j.source.stat().st_size for j in jobs) or 1, "upload  ", stream)
     for n, job in enumerate(jobs, 1):
@@ -175,11 +201,15 @@ def summary(jobs: list[Job], out_dir: Path, seconds: float) -> str:
 
 
 def run(s3, bucket: str, folder: Path, out_dir: Path, op: str, options: dict, *, settings: BatchSettings,
-        name: str, timeout_s: float = 1800, poll_s: float = 5, notify=None, stream=None) -> list[Job]:
+        name: str, timeout_s: float = 1800, poll_s: float = 5, notify=None, stream=None,
+        painting: Path | None = None) -> list[Job]:
+    """``painting``: the file that ``options["style_image"]`` names, uploaded before the photos."""
     t0 = time.monotonic()
     jobs = plan(folder, settings, op, name, options)
     if not jobs:
         raise SystemExit(f"no files in {folder}")
+    if painting is not None:
+        upload_painting(s3, bucket, settings, painting, options["style_image"], notify)
     upload(s3, bucket, jobs, notify, stream)
     wait(s3, bucket, jobs, timeout_s, poll_s, stream)
     download(s3, bucket, jobs, out_dir)
@@ -193,7 +223,9 @@ def parse_args(argv):
     p.add_argument("--op", choices=("upscale", "stylize"), required=True)
     p.add_argument("--model", default="srgan", help="upscale: srgan or srresnet (default srgan)")
     p.add_argument("--scale", default="4", help="upscale: 2, 3 or 4 (default 4)")
-    p.add_argument("--style", help="stylize: a style name (GET /styles)")
+    p.add_argument("--style", help="stylize: a style name (GET /styles): a trained network or a preset")
+    p.add_argument("--style-image", type=Path, metavar="PAINTING",
+                   help="stylize: any painting (an image file) as the style, instead of --style")
     p.add_argument("--strength", help="stylize: 0 to 1 (default 1)")
     p.add_argument("--preserve-color", action="store_true", help="stylize: keep the photo's colours")
     p.add_argument("--max-side", help="stylize: longest side it is stylized at (default 1024)")
@@ -208,8 +240,12 @@ def parse_args(argv):
     p.add_argument("--invoke-locally", action="store_true",
                    help="run the batch handler in this process instead of the deployed function (tests)")
     args = p.parse_args(argv)
-    if args.op == "stylize" and not args.style:
-        p.error("--op stylize needs --style")
+    if args.op == "stylize" and bool(args.style) == bool(args.style_image):
+        given = "both were given" if args.style else "neither was given"
+        p.error("--op stylize needs exactly one of --style NAME (a named style) and --style-image PAINTING "
+                f"(any painting); {given}")
+    if args.op != "stylize" and (args.style or args.style_image):
+        p.error("--style and --style-image are options of --op stylize")
     return args
 
 
@@ -239,6 +275,13 @@ def main(argv=None) -> int:
         else:
             options = {"style": args.style, "strength": args.strength,
                        "preserve_color": "true" if args.preserve_color else None, "max_side": args.max_side}
+        if args.style_image is not None:
+            try:
+                options["style_image"] = painting_name(args.style_image)
+            except OSError as error:
+                print(f"batch: the painting {args.style_image} could not be read ({error.strerror or error})",
+                      file=sys.stderr)
+                return 1
         notify = None
         if args.invoke_locally:
             import batch_handler
@@ -248,7 +291,7 @@ def main(argv=None) -> int:
         out_dir = args.out or folder.parent / f"{folder.name}_{args.op}"
         jobs = run(s3, bucket, folder, out_dir, args.op, options, settings=settings,
                    name=args.name if args.name is not None else folder.name,
-                   timeout_s=args.timeout, poll_s=args.poll, notify=notify)
+                   timeout_s=args.timeout, poll_s=args.poll, notify=notify, painting=args.style_image)
     except (ClientError, BotoCoreError) as error:
         print(f"batch: AWS refused or could not be reached: {error}", file=sys.stderr)
         return 1
