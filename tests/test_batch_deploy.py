@@ -157,3 +157,19 @@ def test_batch_memory_is_a_parameter(tmp_path):
     template = _package(tmp_path, "batchMemory=10240")
     assert _function(template, "BatchLambdaFunction")["MemorySize"] == 10240
     assert _function(template)["MemorySize"] == 3008
+
+
+def test_paintings_live_where_the_function_may_read_them(template):
+    """``in/stylize/style_image=<painting>/...`` keys name a painting under ``in/paintings/``
+    (imgapi/batch.py): inside the input prefix, because the role may read nothing else of the bucket (and
+    cannot list it, so a missing painting reads as 403: reported as not found)."""
+    from fnmatch import fnmatchcase
+
+    from imgapi.batch import BatchSettings
+    env = _env(template)
+    settings = BatchSettings(env["BATCH_INPUT_PREFIX"], env["BATCH_OUTPUT_PREFIX"], env["BATCH_FAILED_PREFIX"])
+    arn = f"arn:aws:s3:::{BUCKET}/{settings.painting_key('0f34.jpg')}"
+    reads = [resolve(r) for s in _statements(template, "BatchRole") if "s3:GetObject" in _as_list(s["Action"])
+             for r in _as_list(s["Resource"])]
+    assert [r for r in reads if fnmatchcase(arn, r)] == [f"arn:aws:s3:::{BUCKET}/in/*"]
+    assert not any("s3:ListBucket" in _as_list(s["Action"]) for s in _statements(template, "BatchRole"))
