@@ -192,6 +192,18 @@ def _photo(path: Path, size=(24, 16)) -> Path:
     return path
 
 
+def _painting(path: Path, size=(40, 30)) -> Path:
+    """A small "painting": bold diagonal yellow and blue strokes and a red wedge, unlike the photo's colours."""
+    w, h = size
+    im = Image.new("RGB", size, (20, 40, 120))
+    d = ImageDraw.Draw(im)
+    for x in range(-h, w, 6):
+        d.line([(x, h), (x + h, 0)], fill=(240, 200, 40), width=2)
+    d.polygon([(0, 0), (w * 0.5, 0), (0, h * 0.6)], fill=(200, 40, 40))
+    im.save(path)
+    return path
+
+
 def _wait_done(page):
     """Waits for the result or an error box; fails with the page's error message if it was an error."""
     page.wait_for_function(
@@ -575,3 +587,233 @@ def test_phone_width_layout(phone, tmp_path):
     _screenshot(page, "phone-upscale.png", full_page=True)
     page.click("label[for=task-stylize]")
     _screenshot(page, "phone-stylize.png", full_page=True)
+
+
+# ---------------------------------------------------------------- "Your own painting" (any painting as a style)
+
+def _named_styles(base_url) -> list:
+    styles = _get_json(base_url + "styles")["styles"]
+    if not styles:
+        pytest.skip("GET /styles lists no named style to switch back to")
+    return styles
+
+
+def _form_fields(body: bytes) -> dict:
+    """{field name: filename or value} of a multipart body, as the page sent it."""
+    out = {}
+    for part in body.split(b"\r\n--"):
+        m = re.search(rb'name="([^"]+)"(?:; filename="([^"]*)")?\r\n(?:[^\r\n]+\r\n)*\r\n', part)
+        if m:
+            out[m.group(1).decode()] = (m.group(2) if m.group(2) is not None
+                                        else part[m.end():].split(b"\r\n", 1)[0]).decode()
+    return out
+
+
+def _stylize_sent(page) -> dict:
+    """Clicks the run button; the fields of the POST /stylize it sent."""
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/stylize")) as sent:
+        page.click("#run-button")
+    return _form_fields(sent.value.post_data_buffer)
+
+
+def test_own_painting_is_shown_sent_as_style_image_and_names_the_download(desktop, base_url, tmp_path):
+    page = desktop
+    named = _named_styles(base_url)[0]
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (96, 64))))
+    page.click("label[for=task-stylize]")
+    tile = page.locator("#own-card")
+    sync_api.expect(tile).to_be_visible()
+    sync_api.expect(page.get_by_role("radio", name="Your own painting")).not_to_be_checked()
+
+    painting = _painting(tmp_path / "Water Lilies (1906).png", (40, 30))
+    page.set_input_files("#painting-input", str(painting))
+    sync_api.expect(page.locator("#painting-thumb")).to_be_visible()
+    page.wait_for_function("() => document.getElementById('painting-thumb').naturalWidth > 0")
+    assert _natural_size(page, "#painting-thumb") == (40, 30)
+    sync_api.expect(page.locator("#painting-name")).to_have_text(painting.name)
+    sync_api.expect(page.locator("#style-own")).to_be_checked()
+    sync_api.expect(page.locator("#painting-notice")).to_be_hidden()
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+
+    fields = _stylize_sent(page)
+    assert fields.get("style_image") == painting.name and "style" not in fields, fields
+    assert fields.get("image") == "photo.png"
+    _wait_done(page)
+    assert _natural_size(page) == (96, 64)
+    sync_api.expect(page.locator("#meta-model")).to_contain_text(painting.name)
+    assert page.get_attribute("#meta-model", "title") == "universal"
+    _screenshot(page, "desktop-own-painting.png")
+    with page.expect_download() as info:
+        page.click("#download")
+    assert info.value.suggested_filename == f"photo_{_safe(painting.stem)}.png" == "photo_Water_Lilies_1906.png"
+    saved = tmp_path / "own.png"
+    info.value.save_as(saved)
+    with Image.open(saved) as im:
+        assert im.format == "PNG" and im.size == (96, 64)
+
+    # Back to a named style: the field style is sent again, without the painting, and names the download.
+    page.check(f".style-card input[value={json.dumps(named['name'])}]", force=True)
+    sync_api.expect(page.locator("#style-own")).not_to_be_checked()
+    fields = _stylize_sent(page)
+    assert fields.get("style") == named["name"] and "style_image" not in fields, fields
+    _wait_done(page)
+    assert page.get_attribute("#download", "download") == f"photo_{_safe(named['name'])}.png"
+    # ... and the painting is still on its tile, one click away.
+    sync_api.expect(page.locator("#painting-thumb")).to_be_visible()
+    page.click("#own-card")
+    assert _stylize_sent(page).get("style_image") == painting.name
+    _wait_done(page)
+
+
+def test_a_bad_painting_shows_the_apis_415_in_place_and_the_page_stays_usable(desktop, base_url, tmp_path):
+    page = desktop
+    named = _named_styles(base_url)[0]
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (48, 32))))
+    page.click("label[for=task-stylize]")
+    fake = tmp_path / "not-a-painting.png"
+    fake.write_text("this is a text file, not a painting\n" * 20)
+    page.set_input_files("#painting-input", str(fake))
+    # The browser cannot show it; the API is the judge, so it is sent, and the tile says so.
+    sync_api.expect(page.locator("#painting-notice")).to_contain_text("could not show")
+    sync_api.expect(page.locator("#painting-thumb")).to_be_hidden()
+    sync_api.expect(page.locator("#style-own")).to_be_checked()
+    assert _stylize_sent(page).get("style_image") == fake.name
+
+    sync_api.expect(page.locator("#error")).to_be_visible(timeout=60_000)
+    sync_api.expect(page.locator("#error-title")).to_contain_text("415")
+    message = page.inner_text("#error-message")
+    assert message.startswith("style_image: "), message  # the API's own words, which name the field
+    sync_api.expect(page.locator("#own-card")).to_have_attribute("data-state", "error")
+    sync_api.expect(page.locator("#painting-name")).to_contain_text("refused")
+    sync_api.expect(page.locator("#painting-notice")).to_be_hidden()  # "could not show" is answered now
+    assert page.get_attribute("#painting-input", "aria-invalid") == "true"
+    sync_api.expect(page.locator("#busy")).to_be_hidden()
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()  # the same painting would be refused again
+    sync_api.expect(page.locator("#run-hint")).to_contain_text("could not use this painting")
+    _screenshot(page, "desktop-bad-painting.png")
+
+    # A named style works at once ...
+    page.check(f".style-card input[value={json.dumps(named['name'])}]", force=True)
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    fields = _stylize_sent(page)
+    assert fields.get("style") == named["name"] and "style_image" not in fields, fields
+    _wait_done(page)
+    assert _natural_size(page) == (48, 32)
+    # ... and so does a good painting, which clears the tile's error.
+    page.set_input_files("#painting-input", str(_painting(tmp_path / "good.png")))
+    sync_api.expect(page.locator("#own-card")).to_have_attribute("data-state", "filled")
+    sync_api.expect(page.locator("#painting-notice")).to_be_hidden()
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    assert _stylize_sent(page).get("style_image") == "good.png"
+    _wait_done(page)
+
+
+def test_a_painting_can_be_dropped_on_the_tile_or_pasted_into_it(desktop, tmp_path):
+    page = desktop
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (48, 32))))
+    page.click("label[for=task-stylize]")
+    b64 = base64.b64encode(_painting(tmp_path / "p.png", (40, 30)).read_bytes()).decode()
+    send = """([event, b64, name, selector]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], name, { type: "image/png" }));
+        const target = selector ? document.querySelector(selector) : document.activeElement;
+        const ev = event === "paste"
+            ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true })
+            : new DragEvent(event, { dataTransfer: data, bubbles: true, cancelable: true });
+        target.dispatchEvent(ev);
+    }"""
+    page.evaluate(send, ["dragenter", b64, "dropped painting.png", "#own-card .own-thumb"])
+    page.evaluate(send, ["dragover", b64, "dropped painting.png", "#own-card .own-thumb"])
+    sync_api.expect(page.locator(".own-overlay")).to_be_visible()
+    sync_api.expect(page.locator(".drop-overlay")).to_be_hidden()  # not the photo's drop zone
+    page.evaluate(send, ["drop", b64, "dropped painting.png", "#own-card .own-thumb"])
+    sync_api.expect(page.locator(".own-overlay")).to_be_hidden()
+    sync_api.expect(page.locator("#painting-name")).to_have_text("dropped painting.png")
+    sync_api.expect(page.locator("#painting-thumb")).to_be_visible()
+    sync_api.expect(page.locator("#source-name")).to_have_text("photo.png")  # the photo is unchanged
+
+    # Pasted with the tile focused, a clipboard image is the painting; with the focus elsewhere, the photo.
+    page.focus("#style-own")
+    page.evaluate(send, ["paste", b64, "image.png", None])
+    sync_api.expect(page.locator("#painting-name")).to_have_text("painting.png")
+    sync_api.expect(page.locator("#source-name")).to_have_text("photo.png")
+    page.focus("#run-button")
+    page.evaluate(send, ["paste", b64, "image.png", None])
+    sync_api.expect(page.locator("#source-name")).to_have_text("pasted.png")
+    sync_api.expect(page.locator("#painting-name")).to_have_text("painting.png")
+    sync_api.expect(page.locator("#style-own")).to_be_checked()
+    assert _stylize_sent(page).get("style_image") == "painting.png"
+    _wait_done(page)
+    assert page.get_attribute("#download", "download") == "pasted_painting.png"
+
+
+def test_the_painting_tile_is_labelled_and_opens_its_picker_by_mouse_and_keyboard(desktop, tmp_path):
+    page = desktop
+    # Playwright intercepts file choosers while a listener is on, and turns that on and off asynchronously:
+    # one listener for the whole test keeps it on, so no chooser slips past expect_file_chooser.
+    page.on("filechooser", lambda chooser: None)
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (48, 32))))
+    page.click("label[for=task-stylize]")
+    sync_api.expect(page.get_by_role("radio", name="Your own painting")).to_be_visible()
+    sync_api.expect(page.get_by_role("button", name="Choose a painting file")).to_be_attached()
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()  # a named style is chosen by default
+
+    with page.expect_file_chooser() as chooser:  # a click on the empty tile opens the picker
+        page.click("#own-card")
+    sync_api.expect(page.locator("#style-own")).to_be_checked()
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()  # chosen, but no painting yet
+    sync_api.expect(page.locator("#run-hint")).to_contain_text("Your own painting")
+    chooser.value.set_files(str(_painting(tmp_path / "first.png")))
+    sync_api.expect(page.locator("#painting-name")).to_have_text("first.png")
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+
+    # Keyboard: arrows move through the styles as a radio group; Enter on the tile picks another painting.
+    page.focus("#style-own")
+    page.keyboard.press("ArrowRight")
+    sync_api.expect(page.locator("#style-own")).not_to_be_checked()
+    page.keyboard.press("ArrowLeft")
+    sync_api.expect(page.locator("#style-own")).to_be_checked()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(_painting(tmp_path / "second.png")))
+    sync_api.expect(page.locator("#painting-name")).to_have_text("second.png")
+    page.keyboard.press("Tab")  # from the tile's radio to its picker, which shows its focus on the tile
+    assert page.evaluate("document.activeElement.id") == "painting-input"
+    sync_api.expect(page.locator("#own-card .own-card-body")).to_have_css("box-shadow", re.compile(r"rgba?\("))
+
+
+def test_photo_and_painting_too_large_together_for_the_gateway_offer_a_smaller_copy(browser, base_url, tmp_path):
+    """A deployment that caps its responses (Lambda, API Gateway: 6 MB) caps a request too, base64 included: a
+    photo and a painting sent together must fit it. Here the cap is made small through /health's limits."""
+    health = _get_json(base_url + "health")
+    cap = 40_000
+    health["limits"].update(max_response_bytes=cap, result_bucket=True)
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.route("**/health", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                         body=json.dumps(health)))
+    page.route(base_url, _with_csp)
+    page.goto(base_url)
+    page.wait_for_function("() => document.getElementById('api-state').dataset.state === 'ok'")
+    page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png", (48, 32))))
+    page.click("label[for=task-stylize]")
+    noise = Image.frombytes("RGB", (120, 120), os.urandom(120 * 120 * 3))
+    painting = tmp_path / "noisy.png"
+    noise.save(painting)
+    assert painting.stat().st_size * 4 / 3 > cap
+    page.set_input_files("#painting-input", str(painting))
+    notice = page.locator("#painting-notice")
+    sync_api.expect(notice).to_be_visible()
+    sync_api.expect(notice).to_contain_text(f"{cap:,} bytes")
+    sync_api.expect(page.locator("#run-button")).to_be_disabled()
+    page.click("#painting-fix")
+    sync_api.expect(notice).to_be_hidden()
+    sync_api.expect(page.locator("#run-button")).to_be_enabled()
+    sent = page.evaluate("() => document.getElementById('painting-name').title")
+    assert sent.startswith("noisy."), sent  # the copy keeps the painting's name for the download
+    fields = _stylize_sent(page)
+    assert fields["style_image"].startswith("noisy."), fields
+    _wait_done(page)
+    assert page.get_attribute("#download", "download") == "photo_noisy.png"
+    context.close()

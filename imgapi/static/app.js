@@ -12,6 +12,10 @@ const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp", "image/bmp", "i
 const ACCEPTED_EXT = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
 const TIFF = /(\.tiff?$)|(^image\/tiff$)/i;
 const MOD_KEY = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent) ? "⌘" : "Ctrl";
+// "Make a smaller copy" of a painting: the server reduces a painting to 512 px anyway, so 1024 x 1024 loses nothing.
+const PAINTING_COPY_PIXELS = 1024 * 1024;
+// Room for the multipart envelope and the option fields, beside the two files, in a request's size estimate.
+const FORM_ENVELOPE_BYTES = 8192;
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -24,6 +28,9 @@ const el = {
   taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
   upscaleOptions: $("upscale-options"), stylizeOptions: $("stylize-options"), upscaleHint: $("upscale-size-hint"),
   maxSide: $("max-side"), gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
+  ownCard: $("own-card"), styleOwn: $("style-own"), paintingInput: $("painting-input"), paintingThumb: $("painting-thumb"),
+  paintingName: $("painting-name"), paintingNotice: $("painting-notice"), paintingNoticeText: $("painting-notice-text"),
+  paintingFix: $("painting-fix"),
   run: $("run-button"), cancel: $("cancel-button"), runHint: $("run-hint"),
   stage: $("stage"), stageEmpty: $("stage-empty"), frame: $("frame"), before: $("before-img"), after: $("after-img"),
   tagBefore: $("tag-before"), tagAfter: $("tag-after"), handle: $("handle"), compare: $("compare"),
@@ -48,6 +55,11 @@ const state = {
   comparePct: 50,
   zoom: "fit",          // "fit" or result pixels per CSS pixel (1, 2)
   oversized: null,      // a decodable file refused for its bytes, which "Make a smaller copy" can fix
+  painting: null,       // "Your own painting": {file, name, base, type, bytes, width, height, url}
+  paintingOversized: null, // a decodable painting refused for its size, which "Make a smaller copy" can fix
+  paintingFix: null,    // what the tile notice's "Make a smaller copy" does: {from, byteLimit}
+  paintingNote: null,   // what the painting tile's notice says about the last file offered: {text, kind, fix}
+  paintingRefused: "",  // the server's reason when it refused state.painting (a 4xx naming style_image)
 };
 
 // ---------------------------------------------------------------- formatting
@@ -187,6 +199,10 @@ async function loadHealth() {
     }
     state.limits.max_response_bytes = !limits.result_bucket && Number.isFinite(limits.max_response_bytes)
       ? limits.max_response_bytes : 0;
+    // A deployment that caps its responses is behind API Gateway and Lambda, which cap a request's payload
+    // the same way (6 MB, base64 included): a photo and a painting sent together must fit it.
+    state.limits.max_request_bytes = Number.isFinite(limits.max_response_bytes) && limits.max_response_bytes > 0
+      ? limits.max_response_bytes : 0;
     const models = body.models && typeof body.models === "object" ? Object.values(body.models) : [];
     const ready = body.status === "ok";
     // A custom API is named, so that a link with ?api= cannot quietly send images elsewhere.
@@ -228,8 +244,13 @@ async function loadStyles() {
   validate();
 }
 
+/** Empties the gallery of named styles; the "Your own painting" tile stays (it needs no listed style). */
+function clearGallery() {
+  for (const node of Array.from(el.gallery.children)) if (node !== el.ownCard) node.remove();
+}
+
 function galleryMessage(text, isError = false) {
-  el.gallery.replaceChildren();
+  clearGallery();
   const p = document.createElement("p");
   p.className = "gallery-msg" + (isError ? " is-error" : "");
   p.id = "gallery-msg";
@@ -247,11 +268,12 @@ function galleryMessage(text, isError = false) {
 
 function renderGallery() {
   if (!state.styles.length) {
-    galleryMessage("This server has no styles installed.");
+    galleryMessage("This server has no styles installed; your own painting can still be one.");
     return;
   }
   const previous = selectedStyleName();
-  el.gallery.replaceChildren();
+  const own = ownSelected();
+  clearGallery();
   state.styles.forEach((style, i) => {
     const label = document.createElement("label");
     label.className = "style-card";
@@ -259,7 +281,7 @@ function renderGallery() {
     input.type = "radio";
     input.name = "style";
     input.value = style.name;
-    input.checked = previous ? previous === style.name : i === 0;
+    input.checked = !own && (previous ? previous === style.name : i === 0);
     const body = document.createElement("span");
     body.className = "style-card-body";
     const img = document.createElement("img");
@@ -293,9 +315,12 @@ function renderGallery() {
   });
 }
 
+/** The named style chosen in the gallery; null when none is, or when "Your own painting" is. */
 function selectedStyleName() {
-  return el.gallery.querySelector('input[name="style"]:checked')?.value || null;
+  return el.gallery.querySelector('input[name="style"]:checked:not(#style-own)')?.value || null;
 }
+
+const ownSelected = () => el.styleOwn.checked;
 
 function selectedStyle() {
   const name = selectedStyleName();
@@ -410,6 +435,101 @@ function renderSource() {
   el.before.hidden = !s.url;
 }
 
+// ---------------------------------------------------------------- your own painting
+
+/** The tile's notice: what was wrong with the painting offered last, or that it and the photo are too large
+ * to send together. fix: offer "Make a smaller copy" of fix.from (an object URL, size and base name). */
+function renderPaintingNotice(note) {
+  el.paintingNoticeText.textContent = note?.text || "";
+  el.paintingNotice.dataset.kind = note?.kind || "error";
+  el.paintingNotice.hidden = !note?.text;
+  el.paintingFix.hidden = !note?.fix;
+  state.paintingFix = note?.fix || null;
+}
+
+function setPaintingNote(text, kind = "error", fix = null) {
+  if (text && kind === "error" && state.painting) text += ` “${state.painting.name}” is still the painting.`;
+  state.paintingNote = text ? { text, kind, fix } : null;
+  validate();
+}
+
+/** Takes a painting from the tile's picker, a drop on the tile or a paste into it. The server decodes it with
+ * the photo's limits; what can be checked here is checked here, the rest (a file this browser cannot show)
+ * goes to the server, whose answer is shown like any other. */
+async function usePainting(file, origin) {
+  if (!file) return;
+  if (state.paintingOversized) { URL.revokeObjectURL(state.paintingOversized.url); state.paintingOversized = null; }
+  const name = origin === "paste" && (!file.name || /^image\.\w+$/.test(file.name))
+    ? `painting${(file.name.match(/\.\w+$/) || [".png"])[0]}` : (file.name || "painting");
+  if (!(ACCEPTED_TYPES.includes(file.type) || ACCEPTED_EXT.test(name))) {
+    setPaintingNote(`“${name}” is not an image the API accepts as a painting (${fileKind(file)}). ` +
+      "Use PNG, JPEG, WebP, BMP, TIFF or GIF.");
+    return;
+  }
+  if (file.size === 0) {
+    setPaintingNote(`“${name}” is empty (0 bytes).`);
+    return;
+  }
+  const url = URL.createObjectURL(file);
+  let size = null;
+  try { size = await decodeSize(url); } catch { /* sent without a preview: the server is the judge */ }
+  const byteLimit = state.limits.max_upload_bytes;
+  const pixelLimit = state.limits.max_stylize_pixels;
+  if (file.size > byteLimit || (size && size.width * size.height > pixelLimit)) {
+    const why = file.size > byteLimit
+      ? `is ${fmtBytes(file.size)}; the largest painting the API accepts is ${fmtBytes(byteLimit)} (${fmtInt(byteLimit)} bytes)`
+      : `is ${fmtInt(size.width)} × ${fmtInt(size.height)} px; a painting may have at most ${fmtPixels(pixelLimit)}`;
+    if (!size) {
+      URL.revokeObjectURL(url);
+      setPaintingNote(`“${name}” ${why}. Choose a smaller file.`);
+      return;
+    }
+    // Nothing is lost by a smaller copy: the server reduces a painting to 512 px before using it.
+    state.paintingOversized = { url, name, base: baseName(name), width: size.width, height: size.height };
+    setPaintingNote(`“${name}” ${why}. A smaller copy made here can be used instead.`, "error",
+      { from: state.paintingOversized, byteLimit });
+    return;
+  }
+  cancelRequest();
+  if (state.painting?.url) URL.revokeObjectURL(state.painting.url);
+  state.painting = {
+    file, name, base: baseName(name), type: fileKind(file), bytes: file.size,
+    width: size?.width || 0, height: size?.height || 0, url: size ? url : "",
+  };
+  if (!size) URL.revokeObjectURL(url);
+  state.paintingRefused = "";
+  el.styleOwn.checked = true;
+  renderPainting();
+  const note = size ? "" : TIFF.test(file.type) || TIFF.test(name)
+    ? `This browser cannot preview TIFF; the API reads “${name}” when you stylize.`
+    : `This browser could not show “${name}”; it may not be an image. The API checks it when you stylize.`;
+  setPaintingNote(note, "info");
+}
+
+function renderPainting() {
+  const p = state.painting;
+  el.ownCard.dataset.state = state.paintingRefused ? "error" : p ? "filled" : "empty";
+  el.paintingThumb.hidden = !p?.url;
+  if (p?.url) el.paintingThumb.src = p.url;
+  else el.paintingThumb.removeAttribute("src");
+  if (!p) return;
+  el.paintingName.textContent = state.paintingRefused ? `${p.name}: refused by the API` : p.name;
+  el.paintingName.title = p.width ? `${p.name} · ${fmtInt(p.width)} × ${fmtInt(p.height)} px · ${fmtBytes(p.bytes)}`
+    : `${p.name} · ${fmtBytes(p.bytes)}`;
+  el.paintingInput.setAttribute("aria-invalid", String(!!state.paintingRefused));
+}
+
+async function usePaintingCopy(fix) {
+  const { file, w, h } = await smallerCopy(fix.from, {
+    pixelLimit: Math.min(state.limits.max_stylize_pixels, PAINTING_COPY_PIXELS), byteLimit: fix.byteLimit,
+  });
+  await usePainting(file, "shrink");
+  el.status.textContent = `Using a ${fmtInt(w)} × ${fmtInt(h)} px copy of the painting (${fmtBytes(file.size)}).`;
+}
+
+/** Bytes of the request that sends photo and painting together, once API Gateway has base64-encoded it. */
+const requestBytes = (s, p) => Math.ceil((s.bytes + p.bytes + FORM_ENVELOPE_BYTES) / 3) * 4;
+
 /**
  * Sizes the frame to the image's aspect ratio: fitted into the stage (whose size never changes), or at a zoom
  * in result pixels per CSS pixel, keeping the point at the centre of the view where it was.
@@ -481,7 +601,24 @@ function validate() {
     : t === "upscale" ? `Upscale ${scale()}×` : "Stylize";
 
   const s = state.source;
+  const own = t === "stylize" && ownSelected();
   el.limitNotice.hidden = true;
+  // Behind API Gateway the whole request counts: the photo, the painting and the form, base64-encoded.
+  const cap = state.limits.max_request_bytes;
+  let together = null;
+  if (own && s && state.painting && cap && requestBytes(s, state.painting) > cap) {
+    const p = state.painting;
+    const byteLimit = Math.min(state.limits.max_upload_bytes,
+      Math.floor(cap * 3 / 4) - s.bytes - FORM_ENVELOPE_BYTES);
+    together = {
+      text: `The photo (${fmtBytes(s.bytes)}) and the painting (${fmtBytes(p.bytes)}) are too large to send together: ` +
+        `this API takes at most ${fmtBytes(cap)} (${fmtInt(cap)} bytes) a request, base64-encoded.` +
+        (p.url && byteLimit > 1024 ? " A smaller copy of the painting made here fits." : " Choose a smaller painting."),
+      kind: "error",
+      fix: p.url && byteLimit > 1024 ? { from: p, byteLimit } : null,
+    };
+  }
+  if (t === "stylize") renderPaintingNotice(state.paintingNote || together);
   el.upscaleHint.textContent = s?.width
     ? `${fmtInt(s.width)} × ${fmtInt(s.height)} → ${fmtInt(s.width * scale())} × ${fmtInt(s.height * scale())} px`
     : "";
@@ -507,7 +644,13 @@ function validate() {
       el.limitNotice.hidden = false;
       el.shrink.hidden = true;
       problem = "The result would be too large to send back.";
-    } else if (t === "stylize" && !selectedStyleName()) {
+    } else if (own && !state.painting) {
+      problem = "Choose a file for “Your own painting”, or pick a named style.";
+    } else if (own && state.paintingRefused) {
+      problem = "The API could not use this painting: choose another, or pick a named style.";
+    } else if (own && together) {
+      problem = "The photo and the painting are too large to send together.";
+    } else if (t === "stylize" && !own && !selectedStyleName()) {
       problem = state.styles.length ? "Pick a style." : "No style available yet.";
     } else if (s.width) {
       const [w, h] = resultSize(t, s);
@@ -520,11 +663,13 @@ function validate() {
 
 /**
  * Makes a copy of an image (given by object URL and size) that fits the current task's pixel limit and the upload
- * limit: PNG when that fits (keeps transparency), else JPEG, shrinking further until the bytes fit.
+ * limit (or the limits given): PNG when that fits (keeps transparency), else JPEG, shrinking further until the bytes fit.
  * Keeps the original's base name, so the download is still named after it.
  */
-async function smallerCopy({ url, width, height, base }) {
-  const pixelLimit = task() === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels;
+async function smallerCopy({ url, width, height, base }, {
+  pixelLimit = task() === "upscale" ? state.limits.max_upscale_pixels : state.limits.max_stylize_pixels,
+  byteLimit = state.limits.max_upload_bytes,
+} = {}) {
   const img = new Image();
   img.src = url;
   await img.decode();
@@ -540,9 +685,9 @@ async function smallerCopy({ url, width, height, base }) {
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(img, 0, 0, w, h);
     const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-    if (png && png.size <= state.limits.max_upload_bytes) return { file: new File([png], `${base}.png`, { type: "image/png" }), w, h };
+    if (png && png.size <= byteLimit) return { file: new File([png], `${base}.png`, { type: "image/png" }), w, h };
     const jpeg = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
-    if (jpeg && jpeg.size <= state.limits.max_upload_bytes) return { file: new File([jpeg], `${base}.jpg`, { type: "image/jpeg" }), w, h };
+    if (jpeg && jpeg.size <= byteLimit) return { file: new File([jpeg], `${base}.jpg`, { type: "image/jpeg" }), w, h };
   }
   throw new Error("the image could not be made small enough");
 }
@@ -614,7 +759,8 @@ function buildForm(t, s) {
     form.append("model", model());
     form.append("scale", String(scale()));
   } else {
-    form.append("style", selectedStyleName());
+    if (ownSelected()) form.append("style_image", state.painting.file, state.painting.name);
+    else form.append("style", selectedStyleName());
     form.append("strength", Number(el.strength.value).toFixed(2));
     form.append("preserve_color", el.preserve.checked ? "true" : "false");
     form.append("max_side", String(maxSide()));
@@ -624,6 +770,7 @@ function buildForm(t, s) {
 
 function describeRun(t) {
   if (t === "upscale") return `Upscaling ${scale()}× with ${model() === "srgan" ? "SRGAN" : "SRResNet"}…`;
+  if (ownSelected()) return `Stylizing in the style of “${state.painting.name}”…`;
   return `Stylizing as “${selectedStyle()?.title || selectedStyleName()}”…`;
 }
 
@@ -634,6 +781,7 @@ async function run() {
   const t = task();
   const request = {
     task: t, model: model(), scale: scale(), style: selectedStyle(), styleName: selectedStyleName(),
+    painting: t === "stylize" && ownSelected() ? state.painting : null,
     strength: Number(el.strength.value), preserve: el.preserve.checked, source: s,
   };
   const form = buildForm(t, s);
@@ -679,6 +827,13 @@ async function run() {
   } catch (err) {
     if (err.name === "AbortError") return; // cancelRequest() has said so already
     if (state.controller !== controller) return;
+    // The API names the field in what it says about a painting ("style_image: ..."): the tile shows it too.
+    if (request.painting && request.painting === state.painting && err.status >= 400 && err.status < 500 &&
+        err.status !== 429 && /\bstyle_image\b/.test(err.message || "")) {
+      state.paintingRefused = err.message;
+      state.paintingNote = null; // what was said before sending is answered now, in the error box
+      renderPainting();
+    }
     const title = `${t === "upscale" ? "Upscale" : "Stylize"} failed` +
       (err.status ? ` (${err.status}${err.code ? ` ${err.code}` : ""})` : "");
     showError(title, err.message || String(err), err.retry);
@@ -745,7 +900,8 @@ function loadImage(img, src) {
 function resultFileName(r) {
   return r.task === "upscale"
     ? `${r.source.base}_x${r.scale}_${safePart(r.model)}.png`
-    : `${r.source.base}_${safePart(r.styleName) || "styled"}.png`;
+    : r.painting ? `${r.source.base}_${r.painting.base}.png`
+      : `${r.source.base}_${safePart(r.styleName) || "styled"}.png`;
 }
 
 async function showResult(r) {
@@ -780,8 +936,8 @@ async function showResult(r) {
     el.metaModel.replaceChildren(`${r.json.model || r.model} · ${r.scale}×`,
       small(r.json.sha256 ? `weights ${r.json.sha256}` : "super-resolution"));
   } else {
-    const title = r.style?.title || r.styleName;
-    el.metaModel.replaceChildren(title, small(`strength ${Math.round(r.strength * 100)}%` +
+    const title = r.painting ? r.painting.name : r.style?.title || r.styleName;
+    el.metaModel.replaceChildren(title, small((r.painting ? "your painting · " : "") + `strength ${Math.round(r.strength * 100)}%` +
       (r.preserve ? " · colours kept" : "")));
     el.metaModel.title = r.json.model || "";
   }
@@ -864,38 +1020,62 @@ function wire() {
     el.fileInput.click();
   });
 
-  // Drop anywhere on the page.
+  // "Your own painting": the tile's picker; a click on the empty tile (or Enter on it) opens it too.
+  el.paintingInput.addEventListener("change", () => {
+    const file = el.paintingInput.files?.[0];
+    el.paintingInput.value = "";
+    usePainting(file, "picker");
+  });
+  el.styleOwn.addEventListener("click", (ev) => {
+    if (ev.detail > 0 && !state.painting) el.paintingInput.click(); // a pointer's click, not the arrow keys'
+  });
+  el.styleOwn.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.ctrlKey && !ev.metaKey) { ev.preventDefault(); el.paintingInput.click(); }
+  });
+  el.styleOwn.addEventListener("change", validate);
+  el.paintingFix.addEventListener("click", () => state.paintingFix && usePaintingCopy(state.paintingFix)
+    .catch((err) => setPaintingNote(`Could not shrink it: ${err.message}.`)));
+
+  // Drop anywhere on the page: on the painting tile it is the painting, anywhere else the photo.
   let depth = 0;
   const hasFiles = (ev) => Array.from(ev.dataTransfer?.types || []).includes("Files");
+  const onTile = (target) => target instanceof Element && !!target.closest("#own-card") && !el.stylizeOptions.hidden;
   window.addEventListener("dragenter", (ev) => {
     if (!hasFiles(ev)) return;
     ev.preventDefault();
     depth += 1;
     document.body.classList.add("dragging");
+    document.body.classList.toggle("dragging-painting", onTile(ev.target));
   });
   window.addEventListener("dragover", (ev) => {
     if (!hasFiles(ev)) return;
     ev.preventDefault();
     ev.dataTransfer.dropEffect = "copy";
+    document.body.classList.toggle("dragging-painting", onTile(ev.target));
   });
   window.addEventListener("dragleave", () => {
     depth = Math.max(0, depth - 1);
-    if (!depth) document.body.classList.remove("dragging");
+    if (!depth) document.body.classList.remove("dragging", "dragging-painting");
   });
   window.addEventListener("drop", (ev) => {
     if (!hasFiles(ev)) return;
     ev.preventDefault();
     depth = 0;
-    document.body.classList.remove("dragging");
+    document.body.classList.remove("dragging", "dragging-painting");
     const file = ev.dataTransfer.files?.[0];
-    if (file) useFile(file, "drop");
+    if (file && onTile(ev.target)) usePainting(file, "drop");
+    else if (file) useFile(file, "drop");
   });
 
+  // Paste: into the painting tile when it has the focus (its radio or its picker), else the photo.
   document.addEventListener("paste", (ev) => {
     if (ev.target instanceof HTMLInputElement && ev.target.type !== "file" && ev.target.type !== "radio") return;
     const items = Array.from(ev.clipboardData?.items || []);
     const file = ev.clipboardData?.files?.[0] || items.find((i) => i.kind === "file")?.getAsFile();
-    if (file) { ev.preventDefault(); useFile(file, "paste"); }
+    if (!file) return;
+    ev.preventDefault();
+    if (onTile(ev.target)) usePainting(file, "paste");
+    else useFile(file, "paste");
   });
 
   for (const input of document.querySelectorAll('input[name="task"], input[name="model"], input[name="scale"]')) {
@@ -960,6 +1140,7 @@ function reconnect(base) {
 }
 
 $("paste-key").textContent = MOD_KEY;
+$("paste-key-own").textContent = MOD_KEY;
 wire();
 resolveApiBase();
 renderLimitsHint();
