@@ -92,3 +92,15 @@ def test_list_images_refuses_a_folder_without_images(tmp_path):
         common.list_images(tmp_path)
     with pytest.raises(ValueError, match="not a folder"):
         common.list_images(tmp_path / "missing")
+
+
+def test_a_timing_budget_stops_the_timing_and_keeps_the_fastest_timed(monkeypatch):
+    """A short run's budget counts the timing in, so the timing stops at its share: the likeliest fastest
+    pairs are timed first, and the fastest of those timed wins."""
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"amx_bf16"})
+    make_step, calls = costed_steps({("fp32", False): 0.5, ("fp32", True): 0.4,
+                                     ("bf16", False): 2.0, ("bf16", True): 3.0}, monkeypatch)
+    setup = common.choose_precision(make_step, CPU, budget_s=10.0)
+    assert calls[0] == ("bf16", True) and len(set(calls)) == 2  # 9 s for the first pair, 6 for the second
+    assert (setup["precision"], setup["channels_last"]) == ("bf16", False)
+    assert "timing stopped after 2 of 4" in setup["note"]

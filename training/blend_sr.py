@@ -142,44 +142,66 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def parents(args):
+    """``(gan_entry, psnr_entry)`` of the two files to mix, checked to be one lineage and the GAN not a blend;
+    None when ``--skip-blended`` finds nothing to do."""
+    if args.skip_blended and not Path(args.gan).exists():
+        print(f"no {args.gan} (the GAN run exported nothing yet): nothing to blend")
+        return None
     _, gan_entry = load_entry(args.gan)
     _, psnr_entry = load_entry(args.psnr)
     if "blend" in gan_entry and args.skip_blended and gan_entry["blend"]["alpha"] == args.alpha:
         print(f"{args.gan} is already {args.alpha:g} x its GAN (kept at {gan_entry['blend']['gan']['kept_at']}): "
               "nothing to blend")
-        return 0
+        return None
     if "blend" in gan_entry:
         raise SystemExit(f"{args.gan} is already a blend (alpha {gan_entry['blend']['alpha']}); "
                          f"give the GAN itself (--gan {gan_entry['blend']['gan']['kept_at']})")
     if not lineage(gan_entry) & lineage(psnr_entry):
         raise SystemExit("the GAN was not fine-tuned from the PSNR generator or from the file it started from "
                          f"(sha256 {sorted(lineage(gan_entry))} against {sorted(lineage(psnr_entry))})")
-    gan, psnr = trainable(args.gan, gan_entry), trainable(args.psnr, psnr_entry)
+    return gan_entry, psnr_entry
 
+
+def choose_alpha(args, gan, psnr):
+    """``(alpha, sweep rows, how it was chosen)``: ``--alpha``, or :func:`sweep`'s on the selection photos."""
     if args.alpha is not None:
-        alpha, rows, chosen_on = args.alpha, [], "given (--alpha)"
-    else:
-        paths = list_images(args.select_on)
-        crops = centre_crops(paths, args.crop)
-        print(f"choosing alpha on {len(crops)} {args.crop}x{args.crop} centre crops of {args.select_on}")
-        alpha, rows = sweep(gan, psnr, crops, args.alphas, args.detail)
-        chosen_on = (f"the smallest alpha of {sorted(set(args.alphas))} whose detail reaches {args.detail:g} "
-                     f"on {len(crops)} {args.crop}x{args.crop} centre crops of {args.select_on}")
+        return args.alpha, [], "given (--alpha)"
+    paths = list_images(args.select_on)
+    crops = centre_crops(paths, args.crop)
+    print(f"choosing alpha on {len(crops)} {args.crop}x{args.crop} centre crops of {args.select_on}")
+    alpha, rows = sweep(gan, psnr, crops, args.alphas, args.detail)
+    return alpha, rows, (f"the smallest alpha of {sorted(set(args.alphas))} whose detail reaches {args.detail:g} "
+                         f"on {len(crops)} {args.crop}x{args.crop} centre crops of {args.select_on}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "srgan.pt"
+
+def keep_gan(args, gan_entry, target):
+    """Where the GAN parent stays: ``--gan`` itself, or a copy at ``--keep-gan`` (with its manifest entry)
+    when ``--gan`` is the file the blend replaces."""
     kept = Path(args.gan)
-    if target.exists() and target.resolve() == Path(args.gan).resolve():
+    if target.exists() and target.resolve() == kept.resolve():
         kept = Path(args.keep_gan)
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.gan, kept)
         (kept.parent / "manifest.json").write_text(
             json.dumps({"models": {"srgan": dict(gan_entry, file=kept.name)}}, indent=2) + "\n")
+    return kept
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    found = parents(args)
+    if found is None:
+        return 0
+    gan_entry, psnr_entry = found
+    gan, psnr = trainable(args.gan, gan_entry), trainable(args.psnr, psnr_entry)
+    alpha, rows, chosen_on = choose_alpha(args, gan, psnr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "srgan.pt"
+    kept = keep_gan(args, gan_entry, target)
     net = mix(gan, psnr, alpha)
     export_sr(net, target)
     sign = "-" if alpha > 1 else "+"

