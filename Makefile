@@ -6,9 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # `make train-gpu` runs on whatever Python has torch with CUDA (a bare GPU box): PYTHON=...
 PYTHON ?= python3
-MINUTES ?= 9
-STYLE_MINUTES ?= 3
+# make train-cpu / train-gpu run the recipes of training/recipes/ into runs/<recipe>/ (docs/training.md).
+# Unset, each recipe's own budget runs; MINUTES=1 gives each SR recipe a minute, STYLE_MINUTES each style's.
+MINUTES ?=
+STYLE_MINUTES ?=
+SR_RECIPES ?= srresnet srgan
 STYLES ?= starry_night the_great_wave
+# More overrides for every trainer: TRAIN_ARGS='--threads 1' or TRAIN_ARGS='--set batch=32'
+TRAIN_ARGS ?=
+RECIPES := training/recipes
 # GPUS=8: `make train-gpu` runs each trainer under torchrun, one process per GPU (training/distributed.py)
 GPUS ?= 1
 TRAIN_LAUNCH = $(if $(filter-out 1,$(GPUS)),$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS) -m,$(PYTHON) -m)
@@ -27,7 +33,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test test-fast data train-gpu train-cpu blend-sr eval \
-	package deploy deploy-preflight upload-weights destroy batch clean loadtest security bench
+	promote package deploy deploy-preflight upload-weights destroy batch clean loadtest security bench
 
 ## List the targets
 help:
@@ -65,24 +71,34 @@ test-fast: $(VENV)/.installed
 data: $(VENV)/.installed
 	$(PY) -m training.prepare_data --out data
 
-## Train SRResNet then SRGAN, then the styles, on CUDA GPUs (MINUTES=9 for SR, GPUS=8 for torchrun; installs nothing; rerun to resume)
+# One trainer on each recipe of a list, stopping at the first that fails: $(call runs,LAUNCH,MODULE,RECIPES,MINUTES,DEVICE)
+runs = $(foreach r,$(3),$(1) training.$(2) --recipe $(RECIPES)/$(r).toml --device $(5) $(if $(4),--minutes $(4)) $(TRAIN_ARGS) &&) true
+# srgan.toml's [blend] (1.05 x GAN - 0.05 x srresnet.pt) on the GAN run, once it is trained
+blend_run = $(if $(filter srgan,$(SR_RECIPES)),$(1) -m training.blend_sr --recipe $(RECIPES)/srgan.toml --skip-blended)
+
+## Train the shipped recipes (training/recipes/) on CUDA GPUs into runs/<recipe>/, never weights/ (MINUTES, STYLE_MINUTES, STYLES, GPUS=8 for torchrun; installs nothing; rerun to resume)
 train-gpu:
 	@test -f data/vgg16_hed.pt || { echo "run 'make data' first (data/ and data/vgg16_hed.pt)"; exit 1; }
-	$(TRAIN_LAUNCH) training.train_sr --device cuda --minutes $(MINUTES) --batch 32 --patch 32 --val-every 60
-	$(TRAIN_LAUNCH) training.train_style --device cuda --minutes $(STYLE_MINUTES) --identity-minutes 0.5 \
-		--size 256 --batch 8 $(foreach s,$(STYLES),--style $(s))
+	$(call runs,$(TRAIN_LAUNCH),train_sr,$(SR_RECIPES),$(MINUTES),cuda)
+	$(call blend_run,$(PYTHON))
+	$(call runs,$(TRAIN_LAUNCH),train_style,$(addprefix style_,$(STYLES)),$(STYLE_MINUTES),cuda)
 
-## The same pipeline on the CPU, both cores (MINUTES for SR, STYLE_MINUTES a style); rerun to resume, more minutes to go on
+## The same recipes on the CPU, every core, into runs/<recipe>/ (MINUTES=1 STYLE_MINUTES=1 STYLES=starry_night to try it); rerun to resume, more minutes to go on
 train-cpu: $(VENV)/.installed
 	@test -f data/vgg16_hed.pt || $(MAKE) data
-	$(PY) -m training.train_sr --device cpu --minutes $(MINUTES) --batch 8 --patch 24 --val-every 300
-	$(PY) -m training.train_style --device cpu --minutes $(STYLE_MINUTES) --size 128 --final-size 256 \
-		--final-fraction 0.2 $(foreach s,$(STYLES),--style $(s))
+	$(call runs,$(PY) -m,train_sr,$(SR_RECIPES),$(MINUTES),cpu)
+	$(call blend_run,$(PY))
+	$(call runs,$(PY) -m,train_style,$(addprefix style_,$(STYLES)),$(STYLE_MINUTES),cpu)
 
-## srgan.pt as GAN x alpha + SRResNet x (1 - alpha): the least GAN that keeps DETAIL=0.9 on the training photos (GAN=...)
+## Blend a GAN run with srresnet.pt into srgan.pt in its folder: srgan.toml's alpha (GAN=runs/srgan/srgan.pt, ALPHA=), or the least GAN that keeps DETAIL=0.9
 blend-sr: $(VENV)/.installed
-	$(PY) -m training.blend_sr --gan $(or $(GAN),weights/srgan.pt) --psnr weights/srresnet.pt \
-		--detail $(or $(DETAIL),0.9)
+	$(PY) -m training.blend_sr --gan $(or $(GAN),runs/srgan/srgan.pt) \
+		$(if $(DETAIL),--detail $(DETAIL),--recipe $(RECIPES)/srgan.toml $(if $(ALPHA),--alpha $(ALPHA)))
+
+## Ship a run: copy RUN=runs/<recipe> into weights/ if its make eval figures are at least the shipped files' (FORCE=1 ships it anyway; docs/training.md)
+promote: $(VENV)/.installed
+	@test -n "$(RUN)" || { echo "usage: make promote RUN=runs/<recipe> [FORCE=1]"; exit 1; }
+	$(PY) -m training.promote $(RUN) $(if $(FORCE),--force)
 
 ## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic, styles' Gram and content figures (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png)
 eval: $(VENV)/.installed

@@ -1,0 +1,122 @@
+"""``make promote``: a run reaches a weights folder only when it measures at least as well as what is there,
+or when forced; the weights folders here are temporary copies, never the real weights/."""
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+
+from model.srresnet import SRResNet
+from tests.helpers import photo
+from training import promote
+from training.export import export_sr
+from training.manifest import sha256_file, update_manifest
+
+
+def folder_digest(folder):
+    """One sha256 over every file of ``folder`` (names and bytes)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def sr_net(noise=0.0, seed=0):
+    """A tiny SRResNet at bicubic quality (zero tail), or made worse by ``noise`` on its tail."""
+    torch.manual_seed(seed)
+    net = SRResNet(channels=8, blocks=1).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, noise) if noise else net.tail.weight.zero_()
+    return net
+
+
+def served(folder, name, net):
+    """``net`` exported as ``folder/<name>.pt`` with an SR manifest entry; returns the entry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    export_sr(net, folder / f"{name}.pt")
+    return update_manifest(folder, name, dict(file=f"{name}.pt", kind="sr", scale=4, loss="L1",
+                                              training=dict(steps=1)))
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A shipped weights folder (a copy, in tmp_path) with a bicubic-quality srresnet, and validation photos."""
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in range(2):
+        photo(48, 40, seed=i).save(val / f"v{i}.png")
+    weights = tmp_path / "weights"
+    served(weights, "srresnet", sr_net())
+    return weights, ["--weights", str(weights), "--data", str(val)]
+
+
+def test_a_worse_run_is_refused_and_the_weights_stay_as_they_were(tmp_path, setup, capsys):
+    weights, args = setup
+    before = folder_digest(weights)
+    served(tmp_path / "runs" / "srresnet", "srresnet", sr_net(noise=0.2))
+    assert promote.main([str(tmp_path / "runs" / "srresnet")] + args) == 1
+    out = capsys.readouterr().out
+    assert "worse" in out and "Y-PSNR gain" in out and "not promoted" in out
+    assert folder_digest(weights) == before
+
+
+def test_a_forced_promotion_ships_the_worse_run_and_keeps_the_old_entry_as_its_parent(tmp_path, setup, capsys):
+    weights, args = setup
+    old = json.loads((weights / "manifest.json").read_text())["models"]["srresnet"]
+    run = tmp_path / "runs" / "srresnet"
+    served(run, "srresnet", sr_net(noise=0.2))
+    assert promote.main([str(run), "--force"] + args) == 0
+    entry = json.loads((weights / "manifest.json").read_text())["models"]["srresnet"]
+    assert sha256_file(weights / "srresnet.pt") == sha256_file(run / "srresnet.pt") == entry["sha256"]
+    assert entry["parent"] == old and entry["promoted"]["forced"] is True
+    assert entry["promoted"]["figures"]["gain_db"] < 0
+    out = capsys.readouterr().out
+    assert f"srresnet: srresnet.pt {old['sha256'][:12]} -> {entry['sha256'][:12]}" in out and "(forced)" in out
+
+
+def test_a_run_as_good_as_what_ships_and_a_new_model_are_promoted(tmp_path, setup):
+    weights, args = setup
+    run = tmp_path / "runs" / "sr"
+    served(run, "srresnet", sr_net())  # the same figures: "at least" the shipped ones
+    served(run, "srgan", sr_net(noise=0.01, seed=3))  # nothing of this name ships yet
+    assert promote.main([str(run)] + args) == 0
+    models = json.loads((weights / "manifest.json").read_text())["models"]
+    assert set(models) == {"srresnet", "srgan"}
+    assert models["srresnet"]["promoted"]["forced"] is False and "parent" in models["srresnet"]
+    assert "parent" not in models["srgan"]
+    assert sha256_file(weights / "srgan.pt") == models["srgan"]["sha256"]
+
+
+def test_a_run_whose_file_does_not_match_its_manifest_is_refused(tmp_path, setup):
+    weights, args = setup
+    run = tmp_path / "runs" / "srresnet"
+    served(run, "srresnet", sr_net())
+    shutil.copyfile(weights / "manifest.json", run / "other.json")
+    (run / "srresnet.pt").write_bytes(b"not the traced file")
+    before = folder_digest(weights)
+    with pytest.raises(Exception, match="sha256|srresnet"):
+        promote.main([str(run), "--force"] + args)
+    assert folder_digest(weights) == before
+
+
+def test_the_sr_rule_asks_for_the_gain_and_the_detail_at_make_evals_precision():
+    shipped = dict(gain_db=1.104, detail=0.355)
+    assert promote.sr_rule(dict(gain_db=1.101, detail=0.352), shipped)[0]  # the same at two decimals
+    ok, reasons = promote.sr_rule(dict(gain_db=1.05, detail=0.36), shipped)
+    assert not ok and "gain" in reasons[0]
+    ok, reasons = promote.sr_rule(dict(gain_db=1.2, detail=0.30), shipped)
+    assert not ok and "detail" in reasons[0]
+    # Detail is closeness to the true images' 1.0: past it is noise, as far off as short of it.
+    assert promote.sr_rule(dict(gain_db=-0.6, detail=1.10), dict(gain_db=-0.68, detail=0.85))[0]
+    assert not promote.sr_rule(dict(gain_db=-0.6, detail=1.20), dict(gain_db=-0.68, detail=0.85))[0]
+
+
+def test_the_style_rule_keeps_the_painting_and_lets_the_content_change_little():
+    shipped = dict(gram_ratio=0.0439, content_change=1.2335)
+    assert promote.style_rule(dict(gram_ratio=0.0435, content_change=1.28), shipped)[0]  # within 5 %
+    ok, reasons = promote.style_rule(dict(gram_ratio=0.050, content_change=1.0), shipped)
+    assert not ok and "Gram ratio" in reasons[0]
+    ok, reasons = promote.style_rule(dict(gram_ratio=0.040, content_change=1.31), shipped)
+    assert not ok and "content change" in reasons[0]

@@ -1,0 +1,177 @@
+"""``make promote RUN=runs/<recipe>``: ship a training run, when it measures at least as well as what ships.
+
+A run's folder is a weights folder of its own (its ``manifest.json`` and the files its entries name). For each
+entry this measures the run's file and the shipped file of the same name with ``make eval``'s protocol
+(``training.evaluate``, through the serving store, so every sha256 is checked) and applies the rule of the
+entry's kind (docs/training.md, "Promotion"):
+
+- ``sr``: the Y-PSNR gain over bicubic at least the shipped file's, and the detail figure at least as close
+  to the true images' (1.0), both at ``make eval``'s two decimals;
+- ``style``: the Gram ratio to the painting not higher (three decimals), and the content change at most
+  ``CONTENT_SLACK`` (5 %) above the shipped file's.
+
+An entry with no shipped file of its name has nothing to fall short of and is promoted; a kind with no rule
+here is refused unless forced. Only when every entry passes (or ``--force``) are the files copied into the
+weights folder (``file``, ``thumbnail`` and any ``files`` an entry lists, paths relative to the run folder)
+and the entries merged into its manifest, each with the entry it replaces as ``parent`` and a ``promoted``
+record; then what changed is printed. Exit status: 0 promoted, 1 refused.
+"""
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from training.manifest import sha256_file, update_manifest
+
+CONTENT_SLACK = 0.05  # a style's content change may grow by this share of the shipped one's
+
+
+def sr_rule(new, old):
+    """``(passed, reasons)`` for SR figures ``new`` against ``old`` (dicts with ``gain_db`` and ``detail``)."""
+    reasons = []
+    if round(new["gain_db"], 2) < round(old["gain_db"], 2):
+        reasons.append(f"Y-PSNR gain {new['gain_db']:+.2f} dB is under the shipped {old['gain_db']:+.2f} dB")
+    if round(abs(1 - new["detail"]), 2) > round(abs(1 - old["detail"]), 2):
+        reasons.append(f"detail {new['detail']:.2f} is further from the true images' 1.00 than the shipped "
+                       f"{old['detail']:.2f}")
+    return not reasons, reasons
+
+
+def style_rule(new, old):
+    """``(passed, reasons)`` for style figures ``new`` against ``old`` (``gram_ratio``, ``content_change``)."""
+    reasons = []
+    if round(new["gram_ratio"], 3) > round(old["gram_ratio"], 3):
+        reasons.append(f"Gram ratio {new['gram_ratio']:.3f} is higher than the shipped {old['gram_ratio']:.3f} "
+                       "(further from the painting)")
+    if new["content_change"] > old["content_change"] * (1 + CONTENT_SLACK):
+        reasons.append(f"content change {new['content_change']:.3f} is more than {CONTENT_SLACK:.0%} above the "
+                       f"shipped {old['content_change']:.3f}")
+    return not reasons, reasons
+
+
+RULES = {"sr": sr_rule, "style": style_rule}
+
+
+def entry_files(entry):
+    """The files of a manifest entry, relative to its folder: ``file``, ``thumbnail`` and ``files``."""
+    files = [entry["file"]] + ([entry["thumbnail"]] if entry.get("thumbnail") else []) + list(entry.get("files", []))
+    for f in files:
+        if Path(f).is_absolute() or ".." in Path(f).parts:
+            raise SystemExit(f"the run's manifest names a file outside its folder: {f}")
+    return files
+
+
+def read_models(folder):
+    """``{name: entry}`` of ``<folder>/manifest.json`` ({} when there is none)."""
+    path = Path(folder) / "manifest.json"
+    return json.loads(path.read_text())["models"] if path.exists() else {}
+
+
+def figures(store, name, entry, args, cache):
+    """``make eval``'s figures of the model ``name`` in ``store``: SR ``gain_db``/``detail``/..., style
+    ``gram_ratio``/``content_change``/...; None for a kind ``training.evaluate`` does not measure."""
+    import torch
+    from PIL import Image
+
+    from training.common import list_images, load_vgg
+    from training.evaluate import evaluate, style_figures, summary
+    module = store.get(name).module
+    if entry.get("kind") == "sr":
+        return summary(evaluate(module, list_images(args.data)))
+    if entry.get("kind") == "style":
+        if "vgg" not in cache:
+            cache["vgg"] = load_vgg(args.vgg, torch.device("cpu"))
+            cache["photos"] = [Image.open(p).convert("RGB") for p in list_images(args.data)]
+        with Image.open(Path(args.styles_dir) / f"{name.split('/', 1)[1]}.jpg") as im:
+            painting = im.convert("RGB")
+        return style_figures(module, cache["vgg"], painting, entry["training"]["style_size"], cache["photos"])
+    return None
+
+
+def judge(run, weights, args):
+    """One row per entry of the run: ``(name, entry, new figures, old figures, passed, reasons)``."""
+    from imgapi.config import Config
+    from imgapi.store import ModelStore
+    run_store, shipped_store = ModelStore(Config(weights_dir=run)), ModelStore(Config(weights_dir=weights))
+    shipped, cache, rows = read_models(weights), {}, []
+    for name, entry in sorted(read_models(run).items()):
+        if args.only and name not in args.only:
+            continue
+        for f in entry_files(entry):
+            if not (run / f).is_file():
+                raise SystemExit(f"{run / f} is missing: the run's manifest names it ({name})")
+        new = figures(run_store, name, entry, args, cache)
+        if name not in shipped:
+            rows.append((name, entry, new, None, True, ["nothing of this name ships yet"]))
+            continue
+        old = figures(shipped_store, name, shipped[name], args, cache)
+        rule = RULES.get(entry.get("kind"))
+        if rule is None or new is None or old is None:
+            rows.append((name, entry, new, old, False, [f"no promotion rule for kind {entry.get('kind')!r} "
+                                                        f"(rules: {', '.join(RULES)}); --force ships it"]))
+            continue
+        rows.append((name, entry, new, old, *rule(new, old)))
+    if not rows:
+        raise SystemExit(f"{run}/manifest.json has no entry to promote" + (f" named {args.only}" if args.only else ""))
+    return rows
+
+
+def show(figs):
+    """The figures of a row, as ``make eval`` prints them."""
+    if not figs:
+        return "-"
+    if "gain_db" in figs:
+        return f"Y-PSNR {figs['psnr_y']:.2f} dB (gain {figs['gain_db']:+.2f}), detail {figs['detail']:.2f}"
+    return f"Gram ratio {figs['gram_ratio']:.3f}, content change {figs['content_change']:.3f}"
+
+
+def ship(run, weights, rows, forced):
+    """Copy each row's files into ``weights`` and merge its entry into the manifest there; print the changes."""
+    shipped = read_models(weights)
+    for name, entry, new, old, passed, _ in rows:
+        for f in entry_files(entry):
+            (weights / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run / f, weights / f)
+        merged = dict(entry, promoted=dict(run=str(run), forced=forced and not passed,
+                                           figures={k: v for k, v in (new or {}).items()}))
+        if name in shipped:
+            merged["parent"] = shipped[name]
+        merged = update_manifest(weights, name, merged)
+        before = shipped.get(name, {}).get("sha256", "")[:12] or "(none)"
+        print(f"  {name}: {entry['file']} {before} -> {merged['sha256'][:12]}; {show(old)} -> {show(new)}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="the run's folder (runs/<recipe>), with its manifest.json")
+    p.add_argument("--weights", default="weights", help="the weights folder to promote into")
+    p.add_argument("--data", default="data/sr/val", help="held-out photos (make eval's)")
+    p.add_argument("--styles-dir", default="data/styles", help="the style images (make data)")
+    p.add_argument("--vgg", default="data/vgg16_hed.pt", help="the loss network (make data)")
+    p.add_argument("--only", action="append", default=[], help="promote only this entry (repeat it)")
+    p.add_argument("--force", action="store_true", help="promote even what measures worse (recorded as forced)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run, weights = Path(args.run), Path(args.weights)
+    if not (run / "manifest.json").exists():
+        raise SystemExit(f"{run}: no manifest.json (a run's folder is runs/<recipe>/ once it has exported)")
+    if run.resolve() == weights.resolve():
+        raise SystemExit(f"{run} is the weights folder itself")
+    rows = judge(run, weights, args)
+    for name, _, new, old, passed, reasons in rows:
+        print(f"{name}: {'at least as good' if passed else 'worse'}: shipped {show(old)}; run {show(new)}"
+              + "".join(f"\n  - {r}" for r in reasons))
+    if not all(r[4] for r in rows) and not args.force:
+        print(f"not promoted: {weights}/ is unchanged (--force, or FORCE=1 with make, ships it anyway)")
+        return 1
+    print(f"promoting {run} into {weights}/" + (" (forced)" if not all(r[4] for r in rows) else "") + ":")
+    ship(run, weights, rows, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
