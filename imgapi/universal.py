@@ -51,9 +51,10 @@ def _autocast(precision):
 
 
 def _padded(x):
-    """Reflect-pad ``(1, 3, H, W)`` at the bottom and right to multiples of 8 (replicate when too small)."""
+    """Pad ``(1, 3, H, W)`` at the bottom and right to multiples of 8 and at least 16 pixels (relu4_1 at least
+    2 x 2, which the decoder's reflection padding needs): reflected, or repeated where the image is too small."""
     h, w = x.shape[-2:]
-    ph, pw = -h % MULTIPLE, -w % MULTIPLE
+    ph, pw = max(-h % MULTIPLE, 2 * MULTIPLE - h), max(-w % MULTIPLE, 2 * MULTIPLE - w)
     if not ph and not pw:
         return x
     mode = "reflect" if h > ph and w > pw else "replicate"

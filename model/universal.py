@@ -113,14 +113,16 @@ class NestedDecoder(nn.Module):
     def block1(self, f):
         return self.b1(f / self.scales[0])
 
-    def decode(self, f, level):
-        """Picture from level ``level`` (1..4) features."""
-        for block in (self.block4, self.block3, self.block2, self.block1)[4 - level:]:
-            f = block(f)
-        return f
-
     def forward(self, f4):
-        return self.decode(f4, 4)
+        return decode(self, f4, 4)
+
+
+def decode(decoder, f, level):
+    """The picture from level ``level`` (1..4) features through ``decoder``'s blocks (a ``NestedDecoder`` or
+    its traced copy, whose block methods are traced too)."""
+    for block in (decoder.block4, decoder.block3, decoder.block2, decoder.block1)[4 - level:]:
+        f = block(f)
+    return f
 
 
 def trace(encoder, decoder, side=64):

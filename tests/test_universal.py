@@ -171,3 +171,10 @@ def test_statistics_file_round_trip(tiny_weights, tmp_path):
     np.savez(tmp_path / "bad.npz", relu1_1_mean=np.zeros(3))
     with pytest.raises(ValueError, match="lack"):
         load_stats(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (8, 20), (20, 8), (9, 17)])
+def test_tiny_photos_are_stylized_at_their_size(client, size):
+    w, h = size
+    _, img = result(post(client, png_bytes(w, h), painting_png()))
+    assert img.shape == (h, w, 3)
