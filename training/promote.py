@@ -170,6 +170,7 @@ def main(argv=None):
         return 1
     print(f"promoting {run} into {weights}/" + (" (forced)" if not all(r[4] for r in rows) else "") + ":")
     ship(run, weights, rows, args.force)
+    print("docs/ is not touched: `make eval` prints what ships now; docs/training.md says how to redraw its sheets")
     return 0
 
 
