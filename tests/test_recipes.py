@@ -1,12 +1,12 @@
 """Recipes as files: the shipped recipes say how each shipped file was made, a flag or --set overrides one key,
 a run writes into runs/<recipe>/ (never weights/) and its manifest entry keeps the recipe of each stretch."""
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.test_promote import folder_digest
 from tests.test_style import tiny_style_inputs
 from tests.test_train_sr import tiny_sr_run
 from training import blend_sr, recipes, train_sr, train_style
@@ -15,15 +15,6 @@ from training.losses import describe_sr_loss
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "training" / "recipes"
 SHIPPED = json.loads((ROOT / "weights" / "manifest.json").read_text())["models"]
-
-
-def weights_digest():
-    """One sha256 over every file of the real weights/ (names and bytes)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in (ROOT / "weights").rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(ROOT)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def test_load_recipe_reads_toml_and_applies_overrides(tmp_path):
@@ -101,7 +92,7 @@ def tiny_sr_recipe(tmp_path):
 
 
 def test_a_run_writes_into_runs_recipe_and_leaves_weights_alone(tmp_path, monkeypatch):
-    before = weights_digest()
+    before = folder_digest(ROOT / "weights")
     recipe = tiny_sr_recipe(tmp_path)
     monkeypatch.chdir(tmp_path)
     machine = ["--device", "cpu", "--threads", "1"]
@@ -116,7 +107,7 @@ def test_a_run_writes_into_runs_recipe_and_leaves_weights_alone(tmp_path, monkey
     assert [s["overrides"] for s in stretches] == [{}, {"minutes": 0.06}]
     assert stretches[0]["from_step"] == {} and stretches[1]["from_step"]["srresnet"] > 0
     assert recipes.load_recipe(run / "tiny_sr.toml")["minutes"] == 0.06  # the recipe as it ran
-    assert weights_digest() == before
+    assert folder_digest(ROOT / "weights") == before
 
 
 def test_no_trainer_writes_into_the_shipped_weights(tmp_path):
@@ -160,3 +151,22 @@ def test_a_style_run_starts_from_a_served_style_file(tmp_path):
     sha = sha256_file(tmp_path / "style_start.pt")[:12]
     assert entry["training"]["initialised_from"] == f"style_start.pt (sha256 {sha})"
     assert not (tmp_path / "ck" / "identity_4-8-8.ckpt").exists()  # no identity pretraining from a network
+
+
+def make_dry_run(*words):
+    """The commands ``make -n WORDS`` would run (none of them run)."""
+    import subprocess
+    return subprocess.run(["make", "-n", *words], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def test_make_train_cpu_runs_the_recipes_with_the_budgets_given_and_promote_ships_a_run():
+    out = make_dry_run("train-cpu", "MINUTES=1", "STYLE_MINUTES=2", "STYLES=starry_night")
+    for command in ("training.train_sr --recipe training/recipes/srresnet.toml --device cpu --minutes 1",
+                    "training.train_sr --recipe training/recipes/srgan.toml --device cpu --minutes 1",
+                    "training.blend_sr --recipe training/recipes/srgan.toml --skip-blended",
+                    "training.train_style --recipe training/recipes/style_starry_night.toml --device cpu --minutes 2"):
+        assert command in out, command
+    assert "the_great_wave" not in out and "--out" not in out  # each run's own folder, runs/<recipe>/
+    gpu = make_dry_run("train-gpu")
+    assert "--recipe training/recipes/srgan.toml --device cuda" in gpu and "--minutes" not in gpu  # the recipes' own
+    assert "training.promote runs/srgan --force" in make_dry_run("promote", "RUN=runs/srgan", "FORCE=1")
