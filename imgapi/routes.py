@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, send_file
 from imgapi import engine, fields, images, stylize as style_engine
 from imgapi.errors import ApiError, bad_request, unavailable
 from imgapi.respond import check_result_fits, respond
+from imgapi.universal import UNIVERSAL_MAX_SIDE
 
 STATIC = Path(__file__).resolve().parent / "static"
 SR_MODELS = ("srgan", "srresnet")
@@ -54,13 +55,16 @@ def stylize():
     strength = fields.number("strength", 1.0, 0.0, 1.0)
     preserve = fields.boolean("preserve_color")
     max_side = fields.number("max_side", 1024, 16, config.max_side_limit, int)
+    network = style is not None and _store().entry(f"style/{style}").get("kind") != "preset"
+    if not network:  # the universal model's features at full size take ~1.2 GB at 1024 px, 4x that at 2048
+        max_side = min(max_side, UNIVERSAL_MAX_SIDE)
     # As arrays: no copies into PIL and out.
     rgb, alpha = images.decode(fields.upload(config), config.max_stylize_pixels, arrays=True)
     width, height = images.size_of(rgb)
     k = min(1.0, max_side / max(width, height))
     check_result_fits(round(width * k), round(height * k), _channels(alpha), config)
     options = dict(strength=strength, preserve_color=preserve, max_side=max_side)
-    if style is not None and _store().entry(f"style/{style}").get("kind") != "preset":
+    if network:
         m = _model(f"style/{style}")
         out, out_alpha = _admission().run(lambda: style_engine.stylize_with_alpha(m.module, rgb, alpha, **options))
         return respond(out, out_alpha, {"model": f"style/{style}", "style": style, "sha256": m.sha256[:12],

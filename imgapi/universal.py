@@ -31,6 +31,7 @@ LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 MULTIPLE = 8  # three poolings in the encoder
 EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
 PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
+UNIVERSAL_MAX_SIDE = 1024  # the largest working size: peak memory ~1.2 GB there (docs/bench.md), 4x at 2048
 
 
 def bf16_units():
@@ -137,8 +138,10 @@ def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_co
 
     ``strength`` 0..1 blends the features at every level (0: the photo itself, returned as it is);
     ``preserve_color`` keeps the photo's chroma (BT.601 Cb, Cr) and takes the stylized luminance;
-    ``max_side``: longer inputs are shrunk first (Lanczos). Returns (h, w, 3) uint8 at the shrunk size.
+    ``max_side``: longer inputs are shrunk first (Lanczos), never past ``UNIVERSAL_MAX_SIDE``. Returns
+    (h, w, 3) uint8 at the shrunk size.
     """
+    max_side = min(int(max_side), UNIVERSAL_MAX_SIDE)
     strength = float(strength)
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength {strength} is out of range. Allowed: 0.0 to 1.0")

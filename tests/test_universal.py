@@ -178,3 +178,12 @@ def test_tiny_photos_are_stylized_at_their_size(client, size):
     w, h = size
     _, img = result(post(client, png_bytes(w, h), painting_png()))
     assert img.shape == (h, w, 3)
+
+
+def test_the_universal_model_works_at_1024_px_at_most(client, config, monkeypatch):
+    import imgapi.routes
+    monkeypatch.setattr(imgapi.routes, "UNIVERSAL_MAX_SIDE", 24)
+    _, img = result(post(client, png_bytes(40, 30), painting_png(), max_side="32"))
+    assert img.shape == (18, 24, 3)
+    body, network = result(post(client, png_bytes(40, 30), style="mosaic", max_side="32"))
+    assert network.shape == (24, 32, 3) and body["model"] == "style/mosaic"
