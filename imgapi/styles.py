@@ -80,6 +80,9 @@ class UniversalStyles:
     def stylize(self, rgb, alpha, stats, *, strength, preserve_color, max_side):
         """``(out, alpha)``: ``rgb`` ((H, W, 3) uint8) restyled with ``stats()``; alpha resized to match."""
         encoder, decoder = self._modules()
+        # The deepest level the shipped decoder is used from: chosen by its side-by-side sheet (docs/models.md).
+        depth = int(decoder.entry.get("depth", 4))
         out = stylize_universal(encoder.module, decoder.module, rgb, stats(), strength=strength,
-                                preserve_color=preserve_color, max_side=max_side, precision=precision())
+                                preserve_color=preserve_color, max_side=max_side, precision=precision(),
+                                depth=depth)
         return out, alpha_for(out, alpha)

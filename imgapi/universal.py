@@ -117,28 +117,31 @@ def whiten_colour(f, mean, colouring, strength):
     return y if strength >= 1.0 else strength * y + (1.0 - strength) * f
 
 
-def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32"):
-    """Stylize ``x`` (1, 3, H, W) in [0, 1] with the statistics ``stats``; returns (1, 3, H, W) clamped."""
+def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4):
+    """Stylize ``x`` (1, 3, H, W) in [0, 1] with the statistics ``stats``, whitening and colouring from level
+    ``depth`` (4: relu4_1, the coarsest strokes; 1: relu1_1, colours and fine texture only) down to relu1_1;
+    returns (1, 3, H, W) clamped to [0, 1]."""
     h, w = x.shape[-2:]
-    blocks = (decoder.block4, decoder.block3, decoder.block2, decoder.block1)
+    blocks = (decoder.block1, decoder.block2, decoder.block3, decoder.block4)
     with torch.inference_mode(), plain_execution():
         with _autocast(precision):
-            f = encoder(_padded(x))[3]
-        for name, block in zip(LEVELS[::-1], blocks):
-            mean, colouring = stats[name]
+            f = encoder(_padded(x))[depth - 1]
+        for level in range(depth, 0, -1):
+            mean, colouring = stats[LEVELS[level - 1]]
             f = whiten_colour(f, mean, colouring, strength)
             with _autocast(precision):
-                f = block(f)
+                f = blocks[level - 1](f)
         return f.float()[..., :h, :w].clamp_(0.0, 1.0)
 
 
 def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_color=False, max_side=1024,
-                      precision="fp32"):
+                      precision="fp32", depth=4):
     """Restyle ``rgb`` ((H, W, 3) uint8, EXIF applied) with a painting's ``stats`` (:func:`style_statistics`).
 
     ``strength`` 0..1 blends the features at every level (0: the photo itself, returned as it is);
     ``preserve_color`` keeps the photo's chroma (BT.601 Cb, Cr) and takes the stylized luminance;
-    ``max_side``: longer inputs are shrunk first (Lanczos), never past ``UNIVERSAL_MAX_SIDE``. Returns
+    ``depth``: the deepest level whitened and coloured (:func:`transfer`). ``max_side``: longer inputs are
+    shrunk first (Lanczos), never past ``UNIVERSAL_MAX_SIDE``. Returns
     (h, w, 3) uint8 at the shrunk size.
     """
     max_side = min(int(max_side), UNIVERSAL_MAX_SIDE)
@@ -150,7 +153,7 @@ def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_co
     if strength == 0.0:
         return np.array(rgb, dtype=np.uint8, copy=True)
     x = to_input(rgb)
-    y = transfer(encoder, decoder, x, stats, strength, precision)[0].permute(1, 2, 0).numpy()
+    y = transfer(encoder, decoder, x, stats, strength, precision, depth)[0].permute(1, 2, 0).numpy()
     if preserve_color:
         ycc = rgb_to_ycbcr(x[0].permute(1, 2, 0).numpy())
         ycc[..., 0] = rgb_to_ycbcr(y)[..., 0]

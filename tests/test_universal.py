@@ -187,3 +187,26 @@ def test_the_universal_model_works_at_1024_px_at_most(client, config, monkeypatc
     assert img.shape == (18, 24, 3)
     body, network = result(post(client, png_bytes(40, 30), style="mosaic", max_side="32"))
     assert network.shape == (24, 32, 3) and body["model"] == "style/mosaic"
+
+
+def test_depth_is_the_deepest_level_restyled_and_the_manifest_chooses_it(tiny_weights, tmp_path):
+    import json
+    import shutil
+
+    from imgapi.app import create_app
+    from imgapi.config import Config
+    from imgapi.universal import stylize_universal
+    encoder = torch.jit.load(str(tiny_weights / "universal_encoder.pt"))
+    decoder = torch.jit.load(str(tiny_weights / "universal_decoder.pt"))
+    stats = style_statistics(encoder, tiny_painting())
+    rgb = np.asarray(photo(32, 24))
+    outs = [stylize_universal(encoder, decoder, rgb, stats, depth=d) for d in (1, 2, 3, 4)]
+    assert all(o.shape == rgb.shape for o in outs)
+    assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(outs, outs[1:]))
+    shutil.copytree(tiny_weights, tmp_path / "w")
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    manifest["models"]["universal/decoder"]["depth"] = 2
+    (tmp_path / "w" / "manifest.json").write_text(json.dumps(manifest))
+    client = create_app(Config(weights_dir=tmp_path / "w", torch_threads=1)).test_client()
+    _, served = result(post(client, encode(photo(32, 24)), painting_png()))
+    np.testing.assert_array_equal(served, outs[1])
