@@ -555,7 +555,11 @@ def targets(res):
         ("cold start beyond import torch < 0.5 s (local weights)", res["cold_start"]["local"]["beyond_torch"],
          f"{res['cold_start']['local']['beyond_torch']:.3f} s", res["cold_start"]["local"]["beyond_torch"] < 0.5),
     ]
-    return [{"target": a, "value": b, "measured": c, "met": d} for a, b, c, d in t]
+    out = [{"target": a, "value": b, "measured": c, "met": d} for a, b, c, d in t]
+    if "universal" in res:
+        from bench import universal
+        out += universal.targets(res["universal"])
+    return out
 
 
 def markdown(res):
@@ -658,6 +662,9 @@ def markdown(res):
     lines += [f"| {r['input']}x{r['input']} | {r['output'][0]}x{r['output'][1]} | "
               f"{r['first_request_peak_rss_mb']} | {r['peak_rss_mb']} | {r['rss_after_load_mb']} | "
               f"{r['ratio_to_first']:.2f} | {r['first_request_ratio']:.2f} |" for r in res["rss"]]
+    if "universal" in res:
+        from bench import universal
+        lines += universal.markdown(res["universal"])
     return "\n".join(lines) + "\n"
 
 
@@ -708,6 +715,9 @@ def main(argv=None):
         res["cold_start"] = bench_cold(weights, threads, tmp, args.quick)
         print("peak RSS", flush=True)
         res["rss"] = bench_rss(weights, threads, args.quick)
+        print("universal style (any painting)", flush=True)
+        from bench.universal import bench_universal
+        res["universal"] = bench_universal(Path(args.weights), weights, threads, args.quick)
     res["targets"] = targets(res)
     res["meta"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

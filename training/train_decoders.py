@@ -17,7 +17,6 @@ import json
 import math
 import random
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model.universal import LEVELS, NestedDecoder, UniversalEncoder, decode, trace
+from training import recipes
 from training.common import (add_machine_args, autocast, choose_precision, cosine_lr, hardware, list_images,
                              machine, throwaway)
 from training.manifest import update_manifest
@@ -36,26 +36,32 @@ VGG_LAST_INDEX = 17  # conv4_1 in torchvision's vgg16().features
 
 
 def parse_args(argv=None):
-    """The recipe file's keys, each overridable by a flag of the same name, and the run's paths."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default=str(RECIPE))
-    known, _ = pre.parse_known_args(argv)
-    recipe = tomllib.loads(Path(known.recipe).read_text())
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[pre])
-    add_machine_args(p)
-    taken = {a.dest for a in p._actions}
-    p.set_defaults(**{k: v for k, v in recipe.items() if k in taken})
-    for key, value in ((k, v) for k, v in recipe.items() if k not in taken):
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
-                       help=f"recipe value: {value}")
+    """The recipe's hyper-parameters (each a flag too; ``--set key=value``), the run's paths and machine."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    recipes.add_recipe_args(p)
+    p.set_defaults(recipe=str(RECIPE))
+    p.add_argument("--minutes", type=float, default=65.0, help="the whole run's budget")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=96, help="crop side in pixels, a multiple of 8")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-floor", type=float, default=0.1, help="cosine decay to lr x this")
+    p.add_argument("--pixel-weight", type=float, default=10.0, help="L1 on the pictures beside the feature MSEs")
+    p.add_argument("--half-size-fraction", type=float, default=0.5, help="crops from the images shrunk by 2")
+    p.add_argument("--depth", type=int, default=4, choices=(1, 2, 3, 4),
+                   help="the deepest level the served decoder is used from (written to its manifest entry)")
+    p.add_argument("--val-every", type=float, default=300, help="seconds between validations")
+    p.add_argument("--checkpoint-every", type=float, default=120, help="seconds between checkpoints")
     p.add_argument("--data", nargs="+", default=["data/sr/train", "data/styles"],
                    help="folders of training images (photos and paintings)")
     p.add_argument("--val-dir", default="data/sr/val", help="held-out photos for the reconstruction figures")
     p.add_argument("--vgg", default="data/vgg16_hed.pt")
-    p.add_argument("--out", default="runs/decoders", help="the run's folder")
+    p.add_argument("--out", default=None, help="the run's folder (default runs/<recipe name>)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
-    args = p.parse_args(argv)
-    args.recipe_values = {k: getattr(args, k) for k in recipe}
+    add_machine_args(p)
+    args = recipes.parse_args(p, argv)
+    args.out = args.out or str(recipes.run_folder(args, "decoders"))
+    recipes.refuse_shipped(args.out)
     return args
 
 
@@ -247,7 +253,7 @@ def train(args):
         state = {"step": 0, "elapsed": 0.0, "history": [], "stretches": []}
     started = time.monotonic()
     choice = pick_precision(enc, dec, full, half, args, device, rng)
-    state["stretches"].append({"recipe": args.recipe_values, "precision": choice, "from_step": state["step"]})
+    recipes.record_stretch(state["stretches"], args.recipe_record, state["step"])
     print(f"precision: {choice}", flush=True)
     budget = args.minutes * 60.0
     state["elapsed"] += time.monotonic() - started
@@ -256,8 +262,9 @@ def train(args):
     scores, previews = validate(enc, dec, photos, "fp32")
     write_preview(previews, out / "preview.png")
     info = {"reconstruction_psnr_y": scores, "photos": len(photos), "hardware": hardware(device),
-            "training": {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 2),
-                         "images": sum(len(list_images(d)) for d in args.data), "stretches": state["stretches"]},
+            "training": {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 2), "precision": choice,
+                         "images": sum(len(list_images(d)) for d in args.data)},
+            "recipe": recipes.manifest_record(args.recipe_record, state["stretches"]), "depth": args.depth,
             "history": state["history"]}
     save_checkpoint(out / "checkpoint.pt", dec, opt, state, rng)
     entry = export(enc, dec, out, info)
