@@ -12,6 +12,10 @@ MINUTES ?=
 STYLE_MINUTES ?=
 SR_RECIPES ?= srresnet srgan
 STYLES ?= starry_night the_great_wave
+# The universal style model (docs/models.md): its decoders, then the gallery's presets into the same run,
+# runs/decoders/ (make promote RUN=runs/decoders). DECODER_MINUTES=1 to try it; UNIVERSAL= leaves it out.
+DECODER_MINUTES ?=
+UNIVERSAL ?= decoders
 # More overrides for every trainer: TRAIN_ARGS='--threads 1' or TRAIN_ARGS='--set batch=32'
 TRAIN_ARGS ?=
 RECIPES := training/recipes
@@ -73,6 +77,10 @@ data: $(VENV)/.installed
 
 # One trainer on each recipe of a list, stopping at the first that fails: $(call runs,LAUNCH,MODULE,RECIPES,MINUTES,DEVICE)
 runs = $(foreach r,$(3),$(1) training.$(2) --recipe $(RECIPES)/$(r).toml --device $(5) $(if $(4),--minutes $(4)) $(TRAIN_ARGS) &&) true
+# The decoders (one process: no torchrun) and the presets: $(call universal_run,PYTHON -m,DEVICE)
+universal_run = $(if $(UNIVERSAL),$(1) training.train_decoders --recipe $(RECIPES)/decoders.toml --device $(2) \
+	$(if $(DECODER_MINUTES),--minutes $(DECODER_MINUTES)) $(TRAIN_ARGS) && \
+	$(1) training.make_presets)
 # srgan.toml's [blend] (1.05 x GAN - 0.05 x srresnet.pt) on the GAN run, once it is trained
 blend_run = $(if $(filter srgan,$(SR_RECIPES)),$(1) -m training.blend_sr --recipe $(RECIPES)/srgan.toml --skip-blended)
 
@@ -82,6 +90,7 @@ train-gpu:
 	$(call runs,$(TRAIN_LAUNCH),train_sr,$(SR_RECIPES),$(MINUTES),cuda)
 	$(call blend_run,$(PYTHON))
 	$(call runs,$(TRAIN_LAUNCH),train_style,$(addprefix style_,$(STYLES)),$(STYLE_MINUTES),cuda)
+	$(call universal_run,$(PYTHON) -m,cuda)
 
 ## The same recipes on the CPU, every core, into runs/<recipe>/ (MINUTES=1 STYLE_MINUTES=1 STYLES=starry_night to try it); rerun to resume, more minutes to go on
 train-cpu: $(VENV)/.installed
@@ -89,6 +98,7 @@ train-cpu: $(VENV)/.installed
 	$(call runs,$(PY) -m,train_sr,$(SR_RECIPES),$(MINUTES),cpu)
 	$(call blend_run,$(PY))
 	$(call runs,$(PY) -m,train_style,$(addprefix style_,$(STYLES)),$(STYLE_MINUTES),cpu)
+	$(call universal_run,$(PY) -m,cpu)
 
 ## Blend a GAN run with srresnet.pt into srgan.pt in its folder: srgan.toml's alpha (GAN=runs/srgan/srgan.pt, ALPHA=), or the least GAN that keeps DETAIL=0.9
 blend-sr: $(VENV)/.installed
@@ -100,9 +110,10 @@ promote: $(VENV)/.installed
 	@test -n "$(RUN)" || { echo "usage: make promote RUN=runs/<recipe> [FORCE=1]"; exit 1; }
 	$(PY) -m training.promote $(RUN) $(if $(FORCE),--force)
 
-## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic, styles' Gram and content figures (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png)
+## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic; every gallery painting by the universal model, the trained networks and the peer (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png, STYLE_SHEET=docs/universal_sheet.png)
 eval: $(VENV)/.installed
 	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val) $(if $(SHEET),--sheet $(SHEET))
+	$(PY) -m training.style_sheet --data $(or $(DIR),data/sr/val) $(if $(STYLE_SHEET),--sheet $(STYLE_SHEET))
 
 ## Package the Lambda stack offline into .serverless/ (prebuilt image URI, no Docker or AWS)
 package:

@@ -136,3 +136,14 @@ def trace(encoder, decoder, side=64):
                    "block1": feats[0]}
         traced_decoder = torch.jit.trace_module(decoder, methods, check_trace=False)
     return traced_encoder, traced_decoder
+
+
+def weights_digest(module):
+    """sha256 of a module's state (names and values, in order of name): the same for two files traced from the
+    same weights, whose bytes differ (TorchScript's archives are not reproducible byte for byte)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -120,3 +120,64 @@ def test_the_style_rule_keeps_the_painting_and_lets_the_content_change_little():
     assert not ok and "Gram ratio" in reasons[0]
     ok, reasons = promote.style_rule(dict(gram_ratio=0.040, content_change=1.31), shipped)
     assert not ok and "content change" in reasons[0]
+
+
+def universal_run(tiny_weights, folder, white=False, encoder_seed=None):
+    """A run folder with the tiny universal encoder and decoder (decoding every picture to white when
+    ``white``), and the tiny preset; the encoder retraced from other random weights when ``encoder_seed``."""
+    from model.universal import NestedDecoder, UniversalEncoder, trace
+    from tools.fixtures import TINY_UNIVERSAL_WIDTHS
+    folder.mkdir(parents=True)
+    shipped = json.loads((tiny_weights / "manifest.json").read_text())["models"]
+    encoder = UniversalEncoder(TINY_UNIVERSAL_WIDTHS)
+    traced = torch.jit.load(str(tiny_weights / "universal_encoder.pt")).state_dict()
+    encoder.load_state_dict({k: v for k, v in traced.items() if k != "mean_bgr"})  # a buffer the trace keeps
+    decoder = NestedDecoder(TINY_UNIVERSAL_WIDTHS)
+    decoder.load_state_dict(torch.jit.load(str(tiny_weights / "universal_decoder.pt")).state_dict())
+    if white:
+        with torch.no_grad():
+            decoder.b1.body[-1].weight.zero_()
+            decoder.b1.body[-1].bias.fill_(5.0)
+    if encoder_seed is not None:
+        torch.manual_seed(encoder_seed)
+        encoder = UniversalEncoder(TINY_UNIVERSAL_WIDTHS)
+    traced_encoder, traced_decoder = trace(encoder, decoder, side=16)
+    torch.jit.save(traced_encoder, str(folder / "universal_encoder.pt"))
+    torch.jit.save(traced_decoder, str(folder / "universal_decoder.pt"))
+    for name in ("encoder", "decoder"):
+        update_manifest(folder, f"universal/{name}", dict(file=f"universal_{name}.pt", kind="universal", depth=4))
+    (folder / "presets").mkdir()
+    shutil.copytree(tiny_weights / "thumbs", folder / "thumbs")
+    shutil.copyfile(tiny_weights / "presets" / "stripes.npz", folder / "presets" / "stripes.npz")
+    entry = {k: v for k, v in shipped["style/stripes"].items() if k != "sha256"}
+    from model.universal import weights_digest
+    update_manifest(folder, "style/stripes", dict(entry, encoder_weights=weights_digest(traced_encoder)))
+
+
+@pytest.fixture
+def universal_setup(tmp_path, tiny_weights):
+    from tests.test_weights import VAL
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    return weights, ["--weights", str(weights), "--data", str(VAL)]
+
+
+def test_the_universal_model_is_promoted_when_it_reconstructs_as_well(tmp_path, tiny_weights, universal_setup):
+    weights, args = universal_setup
+    universal_run(tiny_weights, tmp_path / "same")
+    assert promote.main([str(tmp_path / "same")] + args) == 0
+    shipped = json.loads((weights / "manifest.json").read_text())["models"]
+    assert shipped["universal/decoder"]["promoted"]["run"] == str(tmp_path / "same")
+
+
+def test_a_worse_decoder_or_another_encoder_is_refused(tmp_path, tiny_weights, universal_setup, capsys):
+    weights, args = universal_setup
+    before = folder_digest(weights)
+    universal_run(tiny_weights, tmp_path / "worse", white=True)
+    assert promote.main([str(tmp_path / "worse")] + args) == 1
+    assert "reconstruction from relu4_1" in capsys.readouterr().out
+    universal_run(tiny_weights, tmp_path / "other", encoder_seed=7)
+    assert promote.main([str(tmp_path / "other")] + args) == 1
+    out = capsys.readouterr().out
+    assert "the encoder's weights differ" in out and "made with other encoder weights" not in out
+    assert folder_digest(weights) == before

@@ -164,9 +164,13 @@ def test_make_train_cpu_runs_the_recipes_with_the_budgets_given_and_promote_ship
     for command in ("training.train_sr --recipe training/recipes/srresnet.toml --device cpu --minutes 1",
                     "training.train_sr --recipe training/recipes/srgan.toml --device cpu --minutes 1",
                     "training.blend_sr --recipe training/recipes/srgan.toml --skip-blended",
-                    "training.train_style --recipe training/recipes/style_starry_night.toml --device cpu --minutes 2"):
+                    "training.train_style --recipe training/recipes/style_starry_night.toml --device cpu --minutes 2",
+                    "training.train_decoders --recipe training/recipes/decoders.toml --device cpu",
+                    "training.make_presets"):
         assert command in out, command
     assert "the_great_wave" not in out and "--out" not in out  # each run's own folder, runs/<recipe>/
+    assert "--minutes 3" in make_dry_run("train-cpu", "DECODER_MINUTES=3")
+    assert "train_decoders" not in make_dry_run("train-cpu", "UNIVERSAL=")
     gpu = make_dry_run("train-gpu")
     assert "--recipe training/recipes/srgan.toml --device cuda" in gpu and "--minutes" not in gpu  # the recipes' own
     assert "training.promote runs/srgan --force" in make_dry_run("promote", "RUN=runs/srgan", "FORCE=1")

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from model.srresnet import SRResNet
-from model.universal import NestedDecoder, UniversalEncoder, trace
+from model.universal import NestedDecoder, UniversalEncoder, trace, weights_digest
 
 BOUNDARY = "corpus-7MA4YWxkTrZu0gW"
 
@@ -89,6 +89,7 @@ def add_universal(folder, models):
     Image.fromarray(tiny_painting()).save(folder / "thumbs" / "stripes.jpg")
     models["style/stripes"] = dict(file="presets/stripes.npz", kind="preset", title="Stripes", artist="Test",
                                    source="tests", licence="CC0-1.0", thumbnail="thumbs/stripes.jpg",
+                                   encoder_weights=weights_digest(traced_encoder),
                                    sha256=_sha256(folder / "presets" / "stripes.npz"))
 
 

@@ -50,7 +50,30 @@ def style_rule(new, old):
     return not reasons, reasons
 
 
-RULES = {"sr": sr_rule, "style": style_rule}
+def universal_rule(new, old):
+    """``(passed, reasons)`` for the universal model: the decoder's reconstruction Y-PSNR at its served depth
+    not lower (two decimals); the encoder the same weights (every preset's statistics are made with them)."""
+    if "weights" in new:
+        same = new["weights"] == old["weights"]
+        return same, [] if same else ["the encoder's weights differ from the shipped one's: every preset would need "
+                                      "making again with it (training.make_presets)"]
+    level = f"relu{new['depth']}_1"
+    if round(new[level], 2) < round(old.get(level, float("-inf")), 2):
+        return False, [f"reconstruction from {level} {new[level]:.2f} dB is under the shipped {old[level]:.2f} dB"]
+    return True, []
+
+
+def preset_rule(new, old):
+    """``(passed, reasons)`` for a preset replacing a shipped one: it must be made with the encoder weights that
+    will ship. A preset replacing a trained network (kind ``style``) has no figures rule: the side-by-side sheet
+    of ``training.style_sheet`` decides, and ``--force`` ships it."""
+    if old.get("kind") != "preset":
+        return False, ["it replaces a trained network: compare them on the sheet of training.style_sheet"]
+    same = new["weights"] == new["shipping_encoder"]
+    return same, [] if same else ["made with other encoder weights than those that will ship"]
+
+
+RULES = {"sr": sr_rule, "style": style_rule, "universal": universal_rule, "preset": preset_rule}
 
 
 def entry_files(entry):
@@ -76,6 +99,8 @@ def figures(store, name, entry, args, cache):
 
     from training.common import list_images, load_vgg
     from training.evaluate import evaluate, style_figures, summary
+    if entry.get("kind") in ("universal", "preset"):
+        return universal_figures(store, name, entry, args)
     module = store.get(name).module
     if entry.get("kind") == "sr":
         return summary(evaluate(module, list_images(args.data)))
@@ -87,6 +112,25 @@ def figures(store, name, entry, args, cache):
             painting = im.convert("RGB")
         return style_figures(module, cache["vgg"], painting, entry["training"]["style_size"], cache["photos"])
     return None
+
+
+def universal_figures(store, name, entry, args):
+    """The encoder's weights digest; the decoder's reconstruction figures (``training.train_decoders.validate``,
+    float32) and depth; a preset's encoder weights and those that ship after this promotion (the run's encoder
+    when it has one)."""
+    from model.universal import weights_digest
+    if name == "universal/encoder":
+        return {"weights": weights_digest(store.get(name).module)}
+    if entry.get("kind") == "preset":
+        from imgapi.config import Config
+        from imgapi.store import ModelStore
+        folder = Path(args.run) if "universal/encoder" in read_models(args.run) else Path(args.weights)
+        encoder = ModelStore(Config(weights_dir=folder)).get("universal/encoder").module
+        return {"kind": "preset", "weights": entry.get("encoder_weights"), "shipping_encoder": weights_digest(encoder)}
+    from training.train_decoders import centre_crops, validate
+    scores, _ = validate(store.get("universal/encoder").module, store.get(name).module, centre_crops(args.data),
+                         "fp32")
+    return dict(scores, depth=int(entry.get("depth", 4)))
 
 
 def judge(run, weights, args):
@@ -106,6 +150,8 @@ def judge(run, weights, args):
             rows.append((name, entry, new, None, True, ["nothing of this name ships yet"]))
             continue
         old = figures(shipped_store, name, shipped[name], args, cache)
+        if entry.get("kind") == "preset":
+            old = dict(old or {}, kind=shipped[name].get("kind"))
         rule = RULES.get(entry.get("kind"))
         if rule is None or new is None or old is None:
             rows.append((name, entry, new, old, False, [f"no promotion rule for kind {entry.get('kind')!r} "
@@ -121,6 +167,10 @@ def show(figs):
     """The figures of a row, as ``make eval`` prints them."""
     if not figs:
         return "-"
+    if "weights" in figs:
+        return f"encoder weights {(figs['weights'] or '?')[:12]}"
+    if "relu4_1" in figs:
+        return "reconstruction " + ", ".join(f"{k} {v:.2f} dB" for k, v in figs.items() if k.startswith("relu"))
     if "gain_db" in figs:
         return f"Y-PSNR {figs['psnr_y']:.2f} dB (gain {figs['gain_db']:+.2f}), detail {figs['detail']:.2f}"
     return f"Gram ratio {figs['gram_ratio']:.3f}, content change {figs['content_change']:.3f}"
