@@ -33,14 +33,14 @@ def run(folders, steps, *extra):
 
 
 def test_a_tiny_run_exports_both_files_with_their_entries_and_resumes(folders):
-    run(folders, 2, "--depth", "3")
+    run(folders, 2, "--depth", "2")
     models = json.loads((folders / "run" / "manifest.json").read_text())["models"]
     assert set(models) == {"universal/encoder", "universal/decoder"}
     entry = models["universal/decoder"]
-    assert entry["training"]["steps"] == 2 and entry["depth"] == 3 and entry["photos"] == 1
+    assert entry["training"]["steps"] == 2 and entry["depth"] == 2 and entry["photos"] == 1
     assert set(entry["reconstruction_psnr_y"]) == set(LEVELS)
-    assert entry["recipe"]["values"]["size"] == 32 and entry["recipe"]["stretches"][0]["overrides"]["depth"] == 3
-    run(folders, 4, "--depth", "3", "--lr", "1e-4")
+    assert entry["recipe"]["values"]["size"] == 32 and entry["recipe"]["stretches"][0]["overrides"]["depth"] == 2
+    run(folders, 4, "--depth", "2", "--lr", "1e-4")
     entry = json.loads((folders / "run" / "manifest.json").read_text())["models"]["universal/decoder"]
     assert entry["training"]["steps"] == 4
     assert [s["from_step"] for s in entry["recipe"]["stretches"]] == [0, 2]  # the lr changed at step 2

@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--lr-floor", type=float, default=0.1, help="cosine decay to lr x this")
     p.add_argument("--pixel-weight", type=float, default=10.0, help="L1 on the pictures beside the feature MSEs")
     p.add_argument("--half-size-fraction", type=float, default=0.5, help="crops from the images shrunk by 2")
-    p.add_argument("--depth", type=int, default=4, choices=(1, 2, 3, 4),
+    p.add_argument("--depth", type=int, default=3, choices=(1, 2, 3, 4),
                    help="the deepest level the served decoder is used from (written to its manifest entry)")
     p.add_argument("--val-every", type=float, default=300, help="seconds between validations")
     p.add_argument("--checkpoint-every", type=float, default=120, help="seconds between checkpoints")

@@ -1,0 +1,61 @@
+"""Quick checks of the shipped universal style model: the encoder, the decoder and every preset load through
+the store and match the manifest, the decoder reconstructs the held-out photos as the manifest says, and
+each preset is the statistics of its painting under the shipped encoder."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgapi.config import ROOT, Config
+from imgapi.store import ModelStore, sha256_file
+from imgapi.universal import LEVELS, load_stats, stylize_universal
+from model.universal import weights_digest
+from tests.helpers import photo
+from training.train_decoders import centre_crops, validate
+
+WEIGHTS = ROOT / "weights"
+VAL = Path(__file__).parent / "data" / "sr_val"
+MANIFEST = json.loads((WEIGHTS / "manifest.json").read_text())["models"]
+PRESETS = sorted(n for n, e in MANIFEST.items() if e.get("kind") == "preset")
+NAMED = sorted(n for n, e in MANIFEST.items() if n.startswith("style/"))
+
+
+@pytest.fixture(scope="module")
+def store():
+    return ModelStore(Config(torch_threads=2))
+
+
+def test_at_least_eight_named_styles_with_title_artist_licence_and_thumbnail():
+    assert len(NAMED) >= 8
+    for name in NAMED:
+        e = MANIFEST[name]
+        assert e["title"] and e["artist"] and e["licence"] and e["source"], name
+        assert (WEIGHTS / e["thumbnail"]).is_file(), name
+
+
+@pytest.mark.parametrize("name", ["universal/encoder", "universal/decoder"] + PRESETS)
+def test_file_matches_manifest(name):
+    assert sha256_file(WEIGHTS / MANIFEST[name]["file"]) == MANIFEST[name]["sha256"]
+
+
+def test_decoder_reconstructs_the_held_out_photos_as_the_manifest_says(store):
+    entry = MANIFEST["universal/decoder"]
+    encoder, decoder = store.get("universal/encoder").module, store.get("universal/decoder").module
+    scores, _ = validate(encoder, decoder, centre_crops(VAL), "fp32")
+    assert entry["photos"] == len(list(VAL.glob("*.png")))
+    for level in LEVELS:
+        assert scores[level] == pytest.approx(entry["reconstruction_psnr_y"][level], abs=0.05), level
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_belongs_to_the_shipped_encoder_and_stylizes(store, name):
+    entry = MANIFEST[name]
+    assert entry["encoder_weights"] == weights_digest(store.get("universal/encoder").module)
+    stats = load_stats(WEIGHTS / entry["file"])
+    widths = store.get("universal/encoder").module.features
+    assert [stats[level][0].shape[0] for level in LEVELS] == [64, 128, 256, 512], widths
+    rgb = np.asarray(photo(48, 40, seed=5))
+    out = stylize_universal(store.get("universal/encoder").module, store.get("universal/decoder").module, rgb,
+                            stats)
+    assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() > 10
