@@ -154,7 +154,7 @@ def prepare_weights(src_dir, dest):
         update_manifest(dest, "srgan", dict(file="srgan.pt", kind="sr", scale=4))
         sources["srgan"] = ("fresh SRResNet() (no shipped SR weights yet), traced by "
                             "training.export.export_sr()")
-    style_names = sorted(n for n in shipped if n.startswith("style/"))
+    style_names = sorted(n for n, e in shipped.items() if n.startswith("style/") and e.get("kind") == "style")
     if not copy_shipped("style/bench", style_names, "style_bench.pt", {}):
         from model.transformer_net import TransformerNet
         from training.export import export_style

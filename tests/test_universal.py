@@ -180,7 +180,7 @@ def test_tiny_photos_are_stylized_at_their_size(client, size):
     assert img.shape == (h, w, 3)
 
 
-def test_the_universal_model_works_at_1024_px_at_most(client, config, monkeypatch):
+def test_the_universal_model_has_a_largest_working_size(client, config, monkeypatch):
     import imgapi.routes
     monkeypatch.setattr(imgapi.routes, "UNIVERSAL_MAX_SIDE", 24)
     _, img = result(post(client, png_bytes(40, 30), painting_png(), max_side="32"))

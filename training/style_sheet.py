@@ -50,7 +50,7 @@ class Peer:
     def __call__(self, x):
         photo = x[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
         out = self.run(photo, self.painting, threads=torch.get_num_threads())
-        return torch.from_numpy(out).permute(2, 0, 1)[None].float().div(255)
+        return torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float().div(255)
 
 
 def peer_available():

@@ -108,6 +108,32 @@ function baseName(fileName) {
   return safePart(fileName.replace(/\.[^.\/\\]*$/, "")) || "image";
 }
 
+/** ``{url, size}`` of a chosen file (``size`` null where the browser cannot decode it); null, after telling
+ * ``say``, for an empty file. */
+async function openImage(file, name, say) {
+  if (file.size === 0) {
+    say(`“${name}” is empty (0 bytes).`);
+    return null;
+  }
+  const url = URL.createObjectURL(file);
+  try {
+    return { url, size: await decodeSize(url) };
+  } catch {
+    return { url, size: null };
+  }
+}
+
+/** The record of a newly chosen image (the photo or the painting), in place of ``old``: any request running is
+ * cancelled and the old preview URL released; ``size`` is null for a file the browser cannot show. */
+function replaceImage(old, file, name, size, url) {
+  cancelRequest();
+  if (old?.url) URL.revokeObjectURL(old.url);
+  return {
+    file, name, base: baseName(name), type: fileKind(file), bytes: file.size,
+    width: size?.width || 0, height: size?.height || 0, url: size ? url : "",
+  };
+}
+
 // ---------------------------------------------------------------- API base URL
 
 /** Same-origin default: the folder this page is served from, so a stage path (/prod/) keeps working. */
@@ -375,29 +401,17 @@ async function useFile(file, origin) {
     }
     return;
   }
-  if (file.size === 0) {
-    showSourceNotice(`“${name}” is empty (0 bytes).`);
+  const opened = await openImage(file, name, showSourceNotice);
+  if (!opened) return;
+  const { url, size } = opened;
+  // Browsers cannot show TIFF; the API can read it, so it is sent without a preview.
+  if (!size && !TIFF.test(file.type) && !TIFF.test(name)) {
+    URL.revokeObjectURL(url);
+    showSourceNotice(`“${name}” could not be read as an image; it may be damaged or not really a ` +
+      `${fileKind(file)}. Use PNG, JPEG, WebP, BMP, TIFF or GIF.`);
     return;
   }
-  const url = URL.createObjectURL(file);
-  let size = null;
-  try {
-    size = await decodeSize(url);
-  } catch {
-    if (!TIFF.test(file.type) && !TIFF.test(name)) {
-      URL.revokeObjectURL(url);
-      showSourceNotice(`“${name}” could not be read as an image; it may be damaged or not really a ` +
-        `${fileKind(file)}. Use PNG, JPEG, WebP, BMP, TIFF or GIF.`);
-      return;
-    }
-    // Browsers cannot show TIFF; the API can read it, so it is sent without a preview.
-  }
-  cancelRequest();
-  if (state.source?.url) URL.revokeObjectURL(state.source.url);
-  state.source = {
-    file, name, base: baseName(name), type: fileKind(file), bytes: file.size,
-    width: size?.width || 0, height: size?.height || 0, url: size ? url : "",
-  };
+  state.source = replaceImage(state.source, file, name, size, url);
   if (!size) {
     URL.revokeObjectURL(url);
     showSourceNotice("This browser cannot preview TIFF; the API will still read it. Its size is checked by the server.", "info");
@@ -466,13 +480,10 @@ async function usePainting(file, origin) {
       "Use PNG, JPEG, WebP, BMP, TIFF or GIF.");
     return;
   }
-  if (file.size === 0) {
-    setPaintingNote(`“${name}” is empty (0 bytes).`);
-    return;
-  }
-  const url = URL.createObjectURL(file);
-  let size = null;
-  try { size = await decodeSize(url); } catch { /* sent without a preview: the server is the judge */ }
+  // A painting the browser cannot show is sent without a preview: the server is the judge.
+  const opened = await openImage(file, name, setPaintingNote);
+  if (!opened) return;
+  const { url, size } = opened;
   const byteLimit = state.limits.max_upload_bytes;
   const pixelLimit = state.limits.max_stylize_pixels;
   if (file.size > byteLimit || (size && size.width * size.height > pixelLimit)) {
@@ -490,12 +501,7 @@ async function usePainting(file, origin) {
       { from: state.paintingOversized, byteLimit });
     return;
   }
-  cancelRequest();
-  if (state.painting?.url) URL.revokeObjectURL(state.painting.url);
-  state.painting = {
-    file, name, base: baseName(name), type: fileKind(file), bytes: file.size,
-    width: size?.width || 0, height: size?.height || 0, url: size ? url : "",
-  };
+  state.painting = replaceImage(state.painting, file, name, size, url);
   if (!size) URL.revokeObjectURL(url);
   state.paintingRefused = "";
   el.styleOwn.checked = true;
