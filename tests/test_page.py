@@ -657,7 +657,8 @@ def test_own_painting_is_shown_sent_as_style_image_and_names_the_download(deskto
     fields = _stylize_sent(page)
     assert fields.get("style") == named["name"] and "style_image" not in fields, fields
     _wait_done(page)
-    assert page.get_attribute("#download", "download") == f"photo_{_safe(named['name'])}.png"
+    # The link is renamed when the new result is shown: expect() waits for it, as it waits for the result.
+    sync_api.expect(page.locator("#download")).to_have_attribute("download", f"photo_{_safe(named['name'])}.png")
     # ... and the painting is still on its tile, one click away.
     sync_api.expect(page.locator("#painting-thumb")).to_be_visible()
     page.click("#own-card")
