@@ -121,7 +121,7 @@ def _admission():
 
 
 def _universal():
-    """The universal stylizer (:class:`imgapi.universal.Universal`) over this app's store."""
+    """The universal stylizer (:class:`imgapi.styles.UniversalStyles`) over this app's store."""
     return current_app.extensions["imgapi"]["universal"]
 
 
@@ -143,5 +143,5 @@ def _model(name):
 
 def _style_names():
     """Named styles: trained networks (kind ``style``) and universal presets (kind ``preset``)."""
-    return [n.split("/", 1)[1] for n in _store().names() if n.startswith("style/")
-            and _store().entry(n).get("kind") in ("style", "preset")]
+    return [n.split("/", 1)[1] for n, e in sorted(_store().manifest().items())
+            if n.startswith("style/") and e.get("kind") in ("style", "preset")]

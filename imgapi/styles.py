@@ -49,11 +49,10 @@ class UniversalStyles:
     def preset(self, name):
         """``(statistics, about)`` of the named style ``name`` (a manifest entry of kind ``preset``)."""
         entry = self.store.entry(f"style/{name}")
-        path = self.store.file(entry["file"], entry["sha256"])
 
-        def compute():
+        def compute():  # on a cache miss only: the file is fetched and its sha256 checked once, not per request
             try:
-                return load_stats(path)
+                return load_stats(self.store.file(entry["file"], entry["sha256"]))
             except (OSError, ValueError) as exc:
                 raise unavailable("model_load_failed", f"style {name} could not be loaded ({exc}).") from None
         return (lambda: self.cache.get("preset/" + entry["sha256"], compute)), {"style": name}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from imgapi.universal import bf16_units, cpu_flags  # noqa: F401 (cpu_flags: read here, replaced in tests)
 from model.vgg import VGG16Features
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -52,18 +53,6 @@ def gram(f):
     return f @ f.transpose(1, 2) / (c * h * w)
 
 
-def cpu_flags():
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -76,10 +65,9 @@ def cpu_name():
 
 
 def cpu_has_bf16(flags=None):
-    """True when the CPU has bf16 arithmetic units (AVX512-BF16 or AMX); without them bf16 is emulated and
-    much slower than fp32 (12x for a style step on an AVX2-only AMD EPYC)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    """:func:`imgapi.universal.bf16_units` on ``flags``, by default this module's ``cpu_flags()`` (which the
+    tests replace to stand for another CPU)."""
+    return bf16_units(cpu_flags() if flags is None else flags)
 
 
 def hardware(device):
