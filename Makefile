@@ -10,7 +10,7 @@ PYTHON ?= python3
 # Unset, each recipe's own budget runs; MINUTES=1 gives each SR recipe a minute, STYLE_MINUTES each style's.
 MINUTES ?=
 STYLE_MINUTES ?=
-SR_RECIPES ?= srresnet srgan
+SR_RECIPES ?= srresnet srgan real
 STYLES ?= starry_night the_great_wave
 # The universal style model (docs/models.md): its decoders, then the gallery's presets into the same run,
 # runs/decoders/ (make promote RUN=runs/decoders). DECODER_MINUTES=1 to try it; UNIVERSAL= leaves it out.
@@ -81,8 +81,8 @@ runs = $(foreach r,$(3),$(1) training.$(2) --recipe $(RECIPES)/$(r).toml --devic
 universal_run = $(if $(UNIVERSAL),$(1) training.train_decoders --recipe $(RECIPES)/decoders.toml --device $(2) \
 	$(if $(DECODER_MINUTES),--minutes $(DECODER_MINUTES)) $(TRAIN_ARGS) && \
 	$(1) training.make_presets)
-# srgan.toml's [blend] (1.05 x GAN - 0.05 x srresnet.pt) on the GAN run, once it is trained
-blend_run = $(if $(filter srgan,$(SR_RECIPES)),$(1) -m training.blend_sr --recipe $(RECIPES)/srgan.toml --skip-blended)
+# srgan.toml's and real.toml's [blend] (a GAN mixed with srresnet.pt, weight by weight) on their runs, once trained
+blend_run = $(foreach r,$(filter srgan real,$(SR_RECIPES)),$(1) -m training.blend_sr --recipe $(RECIPES)/$(r).toml --skip-blended &&) true
 
 ## Train the shipped recipes (training/recipes/) on CUDA GPUs into runs/<recipe>/, never weights/ (MINUTES, STYLE_MINUTES, STYLES, GPUS=8 for torchrun; installs nothing; rerun to resume)
 train-gpu:
@@ -105,14 +105,15 @@ blend-sr: $(VENV)/.installed
 	$(PY) -m training.blend_sr --gan $(or $(GAN),runs/srgan/srgan.pt) \
 		$(if $(DETAIL),--detail $(DETAIL),--recipe $(RECIPES)/srgan.toml $(if $(ALPHA),--alpha $(ALPHA)))
 
-## Ship a run: copy RUN=runs/<recipe> into weights/ if its make eval figures are at least the shipped files' (FORCE=1 ships it anyway; docs/training.md)
+## Ship a run: copy RUN=runs/<recipe> into weights/ if its make eval figures are at least the shipped files' (FORCE=1 ships it anyway, ONLY=name its entries; docs/training.md)
 promote: $(VENV)/.installed
 	@test -n "$(RUN)" || { echo "usage: make promote RUN=runs/<recipe> [FORCE=1]"; exit 1; }
-	$(PY) -m training.promote $(RUN) $(if $(FORCE),--force)
+	$(PY) -m training.promote $(RUN) $(if $(FORCE),--force) $(foreach n,$(ONLY),--only $(n))
 
-## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic; every gallery painting by the universal model, the trained networks and the peer (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png, STYLE_SHEET=docs/universal_sheet.png)
-eval: $(VENV)/.installed
+## The shipped weights measured: SR Y-PSNR/SSIM/detail vs bicubic; the real-world table (JPEG, noise) beside Real-ESRGAN; every gallery painting by the universal model, the trained networks and the peer (docs/data.md; DIR=data/sr/val, SHEET=docs/sr_comparison.png, REAL_SHEET=docs/real_sheet.png, STYLE_SHEET=docs/universal_sheet.png)
+eval: $(VENV)/.bench-installed
 	$(PY) -m training.evaluate --data $(or $(DIR),data/sr/val) $(if $(SHEET),--sheet $(SHEET))
+	$(PY) -m training.realworld --data $(or $(DIR),data/sr/val) $(if $(REAL_SHEET),--sheet $(REAL_SHEET))
 	$(PY) -m training.style_sheet --data $(or $(DIR),data/sr/val) $(if $(STYLE_SHEET),--sheet $(STYLE_SHEET))
 
 ## Package the Lambda stack offline into .serverless/ (prebuilt image URI, no Docker or AWS)
@@ -135,11 +136,11 @@ deploy: deploy-preflight $(DEPLOY_VENV)/.installed
 upload-weights: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_PY) -m tools.upload_weights --stack $(STACK) --region $(REGION)
 
-## Batch a folder through the stack's S3 bucket: DIR=photos/ OP=upscale [MODEL= SCALE=] | OP=stylize STYLE=name or STYLE_IMAGE=painting.jpg [STRENGTH=] (STAGE, REGION, OUT=)
+## Batch a folder through the stack's S3 bucket: DIR=photos/ OP=upscale [MODEL= SCALE= DENOISE=] | OP=stylize STYLE=name or STYLE_IMAGE=painting.jpg [STRENGTH=] (STAGE, REGION, OUT=)
 batch: $(DEPLOY_VENV)/.installed
-	@test -n "$(DIR)" -a -n "$(OP)" || { echo "usage: make batch DIR=photos/ OP=upscale|stylize [MODEL=srgan SCALE=4 | STYLE=name or STYLE_IMAGE=painting.jpg, STRENGTH=1] [OUT=dir]"; exit 1; }
+	@test -n "$(DIR)" -a -n "$(OP)" || { echo "usage: make batch DIR=photos/ OP=upscale|stylize [MODEL=real SCALE=4 DENOISE=auto | STYLE=name or STYLE_IMAGE=painting.jpg, STRENGTH=1] [OUT=dir]"; exit 1; }
 	$(DEPLOY_PY) -m tools.batch "$(DIR)" --op $(OP) --stack $(STACK) --region $(REGION) \
-		$(if $(MODEL),--model $(MODEL)) $(if $(SCALE),--scale $(SCALE)) $(if $(STYLE),--style $(STYLE)) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(SCALE),--scale $(SCALE)) $(if $(DENOISE),--denoise $(DENOISE)) $(if $(STYLE),--style $(STYLE)) \
 		$(if $(STYLE_IMAGE),--style-image "$(STYLE_IMAGE)") \
 		$(if $(STRENGTH),--strength $(STRENGTH)) $(if $(OUT),-o "$(OUT)") $(BATCH_ARGS)
 

@@ -559,6 +559,9 @@ def targets(res):
     if "universal" in res:
         from bench import universal
         out += universal.targets(res["universal"])
+    if "real" in res:
+        from bench import real
+        out += real.targets(res["real"])
     return out
 
 
@@ -665,6 +668,9 @@ def markdown(res):
     if "universal" in res:
         from bench import universal
         lines += universal.markdown(res["universal"])
+    if "real" in res:
+        from bench import real
+        lines += real.markdown(res["real"])
     return "\n".join(lines) + "\n"
 
 
@@ -718,6 +724,9 @@ def main(argv=None):
         print("universal style (any painting)", flush=True)
         from bench.universal import bench_universal
         res["universal"] = bench_universal(Path(args.weights), weights, threads, args.quick)
+        print("real-world uploads (model=real vs Real-ESRGAN x4plus)", flush=True)
+        from bench.real import bench_real
+        res["real"] = bench_real(Path(args.weights), weights, threads, args.quick)
     res["targets"] = targets(res)
     res["meta"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

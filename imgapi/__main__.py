@@ -1,7 +1,7 @@
 """Command line: ``python -m imgapi serve|upscale|stylize``.
 
     python -m imgapi serve [--host 127.0.0.1] [--port 8000]
-    python -m imgapi upscale IN... -o OUT [--model srgan|srresnet] [--scale 2|3|4]
+    python -m imgapi upscale IN... -o OUT [--model srgan|srresnet|real] [--scale 2|3|4] [--denoise auto|0..1]
     python -m imgapi stylize IN... (--style NAME | --style-image PAINTING) -o OUT [--strength 1.0]
                              [--preserve-color] [--max-side 1024]
 
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgapi.config import Config
+from imgapi.config import DEFAULT_SR_MODEL, DENOISE_MODELS, SR_MODELS, Config
 from imgapi.errors import ApiError
 
 
@@ -79,8 +79,9 @@ def batch(args, config):
     for path in args.inputs:
         t0 = time.perf_counter()
         try:
-            rgb, alpha = images.decode(Path(path).read_bytes(), max_pixels, arrays=arrays)
-            out, alpha = work(rgb, alpha)
+            data = Path(path).read_bytes()
+            rgb, alpha = images.decode(data, max_pixels, arrays=arrays)
+            out, alpha, note = work(data, rgb, alpha)
         except (ApiError, OSError) as exc:
             failed += 1
             print(f"{path}: {getattr(exc, 'message', exc)}", file=sys.stderr)
@@ -89,7 +90,7 @@ def batch(args, config):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(images.encode_png(out, alpha))
         width, height = images.size_of(out)
-        print(f"{path} -> {dest} ({width}x{height}, {time.perf_counter() - t0:.1f} s)")
+        print(f"{path} -> {dest} ({width}x{height}, {time.perf_counter() - t0:.1f} s{note})")
     return 1 if failed else 0
 
 
@@ -112,18 +113,27 @@ def _network(store, name, config):
 
 
 def _upscaler(args, config, store):
-    """``(work(rgb, alpha) -> (out, alpha), file name suffix)``: the call the /upscale route makes."""
-    from imgapi import engine
+    """``(work(data, rgb, alpha) -> (out, alpha, note), file name suffix)``: the calls the /upscale route makes.
+    A model conditioned on the damage level (``real``) runs at ``--denoise``, or at the level measured from
+    the file's bytes and pixels as the route measures it; ``note`` says which."""
+    from imgapi import engine, images
     model = _network(store, args.model, config)
+    denoise = None if args.denoise in (None, "auto") else args.denoise
 
-    def work(rgb, alpha):
-        return engine.upscale(model.module, rgb, alpha, scale=args.scale, tile=config.tile,
-                              overlap=config.tile_overlap)
+    def work(data, rgb, alpha):
+        level, note = None, ""
+        if model.conditioned:
+            level, quality = images.damage_level(data, rgb, denoise)
+            note = (f", denoise {level:.3f} {'auto' if denoise is None else 'as asked'}, JPEG quality "
+                    f"{'none' if quality is None else quality}")
+        out, alpha = engine.upscale(model.module, rgb, alpha, scale=args.scale, tile=config.tile,
+                                    overlap=config.tile_overlap, level=level)
+        return out, alpha, note
     return work, f"_x{args.scale}_{args.model}"
 
 
 def _stylizer(args, config, store):
-    """``(work(rgb, alpha) -> (out, alpha), file name suffix)``: the calls the /stylize route makes, with a
+    """``(work(data, rgb, alpha) -> (out, alpha, ""), file name suffix)``: the calls the /stylize route makes, with a
     trained network (kind ``style``), a preset (kind ``preset``) or any painting (``--style-image``) through
     the same :class:`imgapi.styles.UniversalStyles` as the server. Bad style or painting: SystemExit."""
     from imgapi import stylize as style_engine
@@ -137,8 +147,8 @@ def _stylizer(args, config, store):
             raise SystemExit(f"unknown style {args.style!r}. Styles: {', '.join(styles)}")
         if kind == "style":
             model = _network(store, f"style/{args.style}", config)
-            return (lambda rgb, alpha: style_engine.stylize_with_alpha(model.module, rgb, alpha, **options),
-                    f"_{args.style}")
+            return (lambda data, rgb, alpha: (*style_engine.stylize_with_alpha(model.module, rgb, alpha, **options),
+                                              ""), f"_{args.style}")
     universal = UniversalStyles(store)
     try:
         if args.style is not None:
@@ -152,7 +162,7 @@ def _stylizer(args, config, store):
     except ApiError as exc:
         where = args.style_image if args.style is None else f"style {args.style}"
         raise SystemExit(f"{where}: {exc.message}") from None
-    return (lambda rgb, alpha: universal.stylize(rgb, alpha, stats, **options)), suffix
+    return (lambda data, rgb, alpha: (*universal.stylize(rgb, alpha, stats, **options), "")), suffix
 
 
 def _painting_bytes(path):
@@ -165,6 +175,19 @@ def _painting_bytes(path):
 OUT_HELP = "a folder for the results, or with one input a .png file name"
 
 
+def _denoise(text):
+    """``--denoise``: ``auto`` or a number from 0 to 1 (the route's ``denoise``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:  # NaN fails the comparison too
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid: give auto or a number from 0 to 1")
+    return value
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m imgapi", description="Image API: serve it or run it on files.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,8 +198,13 @@ def main(argv=None):
     u = sub.add_parser("upscale", help="super-resolve images into OUT")
     u.add_argument("inputs", nargs="+", metavar="IN")
     u.add_argument("-o", "--out", required=True, metavar="OUT", help=OUT_HELP)
-    u.add_argument("--model", choices=("srgan", "srresnet"), default="srgan")
+    u.add_argument("--model", choices=SR_MODELS, default=DEFAULT_SR_MODEL,
+                   help=f"real: photos with JPEG artefacts or noise; srgan: clean images, sharpest; srresnet: "
+                        f"clean images, faithful and smooth (default {DEFAULT_SR_MODEL})")
     u.add_argument("--scale", type=int, choices=(2, 3, 4), default=4)
+    u.add_argument("--denoise", type=_denoise, metavar="auto|0..1",
+                   help="model real only: how hard to clean up, 0 (not at all) to 1; default auto, measured "
+                        "from each file (its JPEG quality and noise)")
     st = sub.add_parser("stylize", help="restyle images with a named style or any painting into OUT")
     st.add_argument("inputs", nargs="+", metavar="IN")
     st.add_argument("-o", "--out", required=True, metavar="OUT", help=OUT_HELP)
@@ -194,6 +222,8 @@ def main(argv=None):
         given = "both were given" if args.style is not None else "neither was given"
         st.error(f"give exactly one of --style NAME (a named style) and --style-image PAINTING (any painting); "
                  f"{given}")
+    if args.command == "upscale" and args.denoise is not None and args.model not in DENOISE_MODELS:
+        u.error(f"--denoise applies to --model {' and '.join(DENOISE_MODELS)} only, not {args.model}")
     if args.command == "stylize" and not 0.0 <= args.strength <= 1.0:
         st.error("--strength must be from 0 to 1")
     if len(args.inputs) > 1 and Path(args.out).suffix.lower() == ".png":

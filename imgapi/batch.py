@@ -5,22 +5,22 @@ created under ``in/``. The key says what to do, with the options that ``/upscale
 (docs/api.md):
 
     in/upscale/<model>/x<scale>/<path>                      e.g. in/upscale/srgan/x4/album/photo.jpg
+    in/upscale/real/x<scale>[/denoise=<value>]/<path>       e.g. in/upscale/real/x4/denoise=0.4/album/photo.jpg
     in/stylize/<style>[/<option>=<value>...]/<path>         e.g. in/stylize/starry_night/strength=0.8/photo.jpg
     in/stylize/style_image=<painting>[/<option>=<value>...]/<path>
                                                             e.g. in/stylize/style_image=9f86d0...e1.jpg/photo.jpg
     in/paintings/<painting>                                 the painting that such keys name
 
-(``<option>`` is ``strength``, ``preserve_color`` or ``max_side``; ``<style>`` is any named style of
-``GET /styles``, a trained network or a preset.) A painting is uploaded once under ``in/paintings/`` (the
-function's role may read only the input prefix; its own event is answered ``painting`` and nothing is
-written); each photo key names it, and the function reads it from the bucket and sends it with the photo as
-``/stylize``'s ``style_image``: the same size and pixel limits and errors, its statistics kept by the sha256
-of its bytes in the warm app. ``tools/batch.py --style-image`` names a painting by that sha256 and its
-extension, so a changed painting gets new keys. The result goes to
-``out/<op...>/<path>`` with the extension replaced by ``.png``; a bad image, option or key writes
-``failed/<op...>/<path>.json`` holding the API's error JSON instead. Each output records the input's ETag
-in its metadata (``input-etag``): a re-delivered event whose output already exists for that ETag is
-skipped. A 5xx (a model that cannot be loaded now, a bug) is raised, so that Lambda retries the event and
+(``denoise`` is ``auto`` or a number from 0 to 1; ``<option>`` is ``strength``, ``preserve_color`` or ``max_side``;
+``<style>`` is any named style of ``GET /styles``, a trained network or a preset.) A painting is uploaded once under
+``in/paintings/`` (the function's role may read only the input prefix; its own event is answered ``painting`` and
+nothing is written); each photo key names it, and the function reads it from the bucket and sends it with the photo
+as ``/stylize``'s ``style_image``: the same size and pixel limits and errors, its statistics kept by the sha256 of
+its bytes in the warm app. ``tools/batch.py --style-image`` names a painting by that sha256 and its extension, so a
+changed painting gets new keys. The result goes to ``out/<op...>/<path>`` with the extension replaced by ``.png``; a
+bad image, option or key writes ``failed/<op...>/<path>.json`` holding the API's error JSON instead. Each output
+records the input's ETag in its metadata (``input-etag``): a re-delivered event whose output already exists for that
+ETag is skipped. A 5xx (a model that cannot be loaded now, a bug) is raised, so that Lambda retries the event and
 then hands it to the function's on-failure destination.
 
 Each image runs through the same WSGI app as the API, in process (no HTTP): the option parsing, the
@@ -39,18 +39,20 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus
 
-from imgapi.config import Config, sr_seconds
+from imgapi.config import DEFAULT_SR_MODEL, DENOISE_MODELS, SR_MODELS, Config, sr_seconds
 from imgapi.errors import ApiError
 from imgapi.store import MISSING_CODES
 
 log = logging.getLogger("imgapi.batch")
 
 OPERATIONS = ("upscale", "stylize")
+UPSCALE_OPTIONS = ("denoise",)
 STYLE_OPTIONS = ("strength", "preserve_color", "max_side")
 STYLE_IMAGE = "style_image"
 PAINTINGS = "paintings"  # in/paintings/<painting>: the paintings that stylize keys name
 ETAG_METADATA = "input-etag"
-LAYOUTS = ("in/upscale/<model>/x<scale>/<path> (model srgan or srresnet, scale 2, 3 or 4), "
+LAYOUTS = (f"in/upscale/<model>/x<scale>[/denoise=<auto|0..1>]/<path> (model {', '.join(SR_MODELS)}; scale 2, 3 "
+           f"or 4; denoise for {' and '.join(DENOISE_MODELS)} only), "
            "in/stylize/<style>[/strength=<0..1>][/preserve_color=true][/max_side=<16..limit>]/<path>, "
            "in/stylize/style_image=<painting>[/<option>=<value>...]/<path> (the painting at in/paintings/<painting>)")
 
@@ -131,11 +133,12 @@ class BatchSettings:
 
     def input_key(self, op, path, **options):
         """The key to upload ``path`` (relative, '/'-separated) under for ``op`` with ``options``
-        (upscale: ``model``, ``scale``; stylize: ``style`` or ``style_image`` (a painting's name under
-        :meth:`painting_key`), and any of ``STYLE_OPTIONS``)."""
+        (upscale: ``model``, ``scale`` and, for ``real``, ``denoise``; stylize: ``style`` or ``style_image`` (a
+        painting's name under :meth:`painting_key`), and any of ``STYLE_OPTIONS``)."""
         path = path.strip("/")
         if op == "upscale":
-            parts = [op, options.get("model", "srgan"), f"x{options.get('scale', 4)}"]
+            parts = [op, options.get("model", DEFAULT_SR_MODEL), f"x{options.get('scale', 4)}"]
+            parts += [f"{k}={options[k]}" for k in UPSCALE_OPTIONS if options.get(k) is not None]
         elif op == "stylize":
             if (options.get("style") is None) == (options.get(STYLE_IMAGE) is None):
                 raise ValueError("give exactly one of style and style_image")
@@ -170,7 +173,13 @@ def parse_key(key, settings):
     op = parts[0]
     if op == "upscale" and len(parts) >= 4:
         scale = parts[2][1:] if parts[2][:1] in ("x", "X") else parts[2]
-        return "/upscale", {"model": parts[1], "scale": scale}
+        options, rest = {"model": parts[1], "scale": scale}, parts[3:]
+        while len(rest) > 1 and rest[0].split("=", 1)[0] in UPSCALE_OPTIONS and "=" in rest[0]:
+            name, value = rest.pop(0).split("=", 1)
+            if name in options:
+                raise ApiError(400, "duplicate_field", f"field {name!r} was given twice in the key; give it once")
+            options[name] = value
+        return "/upscale", options
     if op == "stylize" and len(parts) >= 3:
         options, rest = _style_of(parts[1]), parts[2:]
         while len(rest) > 1 and "=" in rest[0] and rest[0].split("=", 1)[0] in STYLE_OPTIONS + (STYLE_IMAGE,):
@@ -329,7 +338,8 @@ class Batch:
                 "input-key": quote(key[len(self.settings.input_prefix):], safe="/")}
         if status == 200:
             meta.update({name: headers[h] for name, h in (("model", "X-Model"), ("sha256", "X-Sha256"),
-                                                          ("style-image", "X-Style-Image")) if h in headers})
+                                                          ("style-image", "X-Style-Image"), ("denoise", "X-Denoise"),
+                                                          ("jpeg-quality", "X-Jpeg-Quality")) if h in headers})
             self.put(bucket, out_key, body, "image/png", meta)
             result.update(outcome="done", output=out_key)
         elif status < 500:

@@ -18,6 +18,12 @@ def _cpus():
         return max(1, os.cpu_count() or 1)
 
 
+# The SR models ``POST /upscale`` offers (docs/api.md; ``real`` takes the damage level, docs/models.md), and the
+# one it runs when a request names none: the command line's default too, and the page's (``/health`` reports it).
+SR_MODELS = ("srgan", "srresnet", "real")
+DEFAULT_SR_MODEL = "real"
+DENOISE_MODELS = ("real",)  # those that take ``denoise``
+
 # Lambda gives CPU in proportion to memory: one vCPU per 1769 MB, up to 6 vCPUs at 10240 MB.
 LAMBDA_MB_PER_VCPU = 1769
 # The SR network's throughput on one x86 core, from this project's inference (docs/bench.md: 2.96 s for a

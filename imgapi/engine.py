@@ -1,7 +1,9 @@
 """Inference: image in, image out. The tensor contract is written down once, here.
 
 The networks take ``(1, 3, H, W)`` float32 RGB in [0, 1] on the CPU and return ``(1, 3, 4H, 4W)``
-(SR); outputs are clamped to [0, 1] and rounded to 8 bits here, not in the networks.
+(SR); outputs are clamped to [0, 1] and rounded to 8 bits here, not in the networks. A network conditioned on
+the damage level (``real``: manifest ``arch.condition`` ``"damage"``) takes ``(1, 4, H, W)``: RGB and a
+fourth plane holding the level in [0, 1] everywhere (0 clean, 1 heavily damaged; :mod:`imgapi.damage`).
 """
 import ctypes
 import math
@@ -34,6 +36,11 @@ def to_tensor(img):
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
+def with_level(x, level):
+    """``x`` ``(1, 3, H, W)`` with the fourth plane of a conditioned network: ``level`` (0..1) everywhere."""
+    return torch.cat([x, torch.full_like(x[:, :1], float(level))], 1)
+
+
 def to_image(t):
     """``(1, 3, H, W)`` float in [0, 1] (clamped here) -> PIL RGB."""
     a = t.clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
@@ -51,8 +58,9 @@ def plain_execution():
     return torch.jit.optimized_execution(False)
 
 
-def warm_up(module, side=16):
-    """Run a just-loaded ``module`` once on a small ``side`` x ``side`` image, as the server runs forwards.
+def warm_up(module, side=16, planes=3):
+    """Run a just-loaded ``module`` once on a small ``side`` x ``side`` image of ``planes`` input planes (4 for
+    a network conditioned on the damage level: its RGB and a level of 0.5), as the server runs forwards.
 
     A loaded TorchScript module's first run grows glibc's heap to about twice what later runs of the same
     size need, and ``keep_freed_memory`` keeps that heap; when that first run is a 16-px one, the heap of
@@ -62,6 +70,8 @@ def warm_up(module, side=16):
     as it was, when the module refuses the probe (the requests then report whatever is wrong with it).
     """
     x = torch.linspace(0.0, 1.0, 3 * side * side).reshape(1, 3, side, side)
+    if planes == 4:
+        x = with_level(x, 0.5)
     try:
         with torch.inference_mode(), plain_execution():
             module(x)
@@ -87,24 +97,25 @@ def _windows(length, tile, overlap):
 
 
 def forward_tiled(net, x, scale=4, tile=192, overlap=16, out=None):
-    """Run ``net`` on ``x`` (``(1, C, H, W)``) in tiles of at most ``tile`` input pixels a side.
+    """Run ``net`` on ``x`` (``(1, C, H, W)``, every plane tiled alike) in tiles of at most ``tile`` input
+    pixels a side.
 
     Each tile is run with ``overlap`` extra input pixels of context on every inner side and only
     its own centre is kept, so seams do not show and memory stays bounded by the tile size.
-    ``tile <= 0`` runs the whole image at once. Returns ``(1, C, scale*H, scale*W)``: ``out`` when
-    given, filled in. A uint8 ``out`` gets each tile clamped to [0, 1], scaled to 0..255 and rounded
-    as it is computed (exactly as ``to_image`` does), so the float32 output of a large image is never
-    held whole: peak memory then depends on the tile size only (docs/performance.md).
+    ``tile <= 0`` runs the whole image at once. Returns the network's planes, ``(1, 3, scale*H, scale*W)``
+    whatever ``C`` is: ``out`` when given, filled in. A uint8 ``out`` gets each tile clamped to [0, 1],
+    scaled to 0..255 and rounded as it is computed (exactly as ``to_image`` does), so the float32 output of
+    a large image is never held whole: peak memory then depends on the tile size only (docs/performance.md).
     """
-    _, c, h, w = x.shape
+    h, w = x.shape[2:]
     whole = tile <= 0 or (h <= tile and w <= tile)
     if whole and out is None:
         return net(x)
-    if out is None:
-        out = torch.empty((1, c, h * scale, w * scale), dtype=x.dtype)
     for y0, y1, py0, py1 in [(0, h, 0, h)] if whole else _windows(h, tile, overlap):
         for x0, x1, px0, px1 in [(0, w, 0, w)] if whole else _windows(w, tile, overlap):
             y = net(x[:, :, py0:py1, px0:px1])
+            if out is None:  # the network's planes, not the input's (4 with the damage level)
+                out = torch.empty((1, y.shape[1], h * scale, w * scale), dtype=y.dtype)
             oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
             y = y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
             if out.dtype == torch.uint8:
@@ -114,17 +125,21 @@ def forward_tiled(net, x, scale=4, tile=192, overlap=16, out=None):
 
 
 @torch.inference_mode()
-def upscale(net, rgb, alpha=None, scale=4, tile=192, overlap=16):
+def upscale(net, rgb, alpha=None, scale=4, tile=192, overlap=16, level=None):
     """Super-resolve ``rgb`` (PIL RGB, sRGB) with the 4x ``net``; returns ``(rgb, alpha)`` PIL images.
 
     ``scale`` 4 is the network's own output; 2 and 3 are resized from it with Lanczos. The alpha
-    channel, when given, is resized to the same size with Lanczos.
+    channel, when given, is resized to the same size with Lanczos. ``level`` (0..1): the damage level of a
+    conditioned ``net`` (``real``), given to it as a fourth input plane; None for the others.
     """
     if scale not in (2, 3, 4):
         raise ValueError(f"scale {scale} is not supported. Supported scales: 2, 3, 4")
+    if level is not None and not 0.0 <= level <= 1.0:
+        raise ValueError(f"level {level} is not supported. Supported levels: 0 to 1")
+    x = to_tensor(rgb) if level is None else with_level(to_tensor(rgb), level)
     pixels = np.empty((rgb.height * 4, rgb.width * 4, 3), np.uint8)  # HWC, as PIL wants it
     with plain_execution():
-        forward_tiled(net, to_tensor(rgb), 4, tile, overlap, out=torch.from_numpy(pixels).permute(2, 0, 1)[None])
+        forward_tiled(net, x, 4, tile, overlap, out=torch.from_numpy(pixels).permute(2, 0, 1)[None])
     out = Image.fromarray(pixels, "RGB")
     size = (rgb.width * scale, rgb.height * scale)
     if scale != 4:

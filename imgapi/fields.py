@@ -25,8 +25,9 @@ def choice(name, allowed, default):
     return value
 
 
-def number(name, default, lo, hi, cast=float):
-    """A number from ``lo`` to ``hi`` (an integer when ``cast`` is ``int``)."""
+def number(name, default, lo, hi, cast=float, also=""):
+    """A number from ``lo`` to ``hi`` (an integer when ``cast`` is ``int``); ``also`` names what else the
+    field takes, for the error ("auto or ")."""
     raw = field(name)
     if raw is None:
         return default
@@ -36,8 +37,16 @@ def number(name, default, lo, hi, cast=float):
         value = None
     if value is None or value != value or not lo <= value <= hi:
         kind = "an integer" if cast is int else "a number"
-        raise bad_request(f"invalid_{name}", f"{name} {raw[:40]!r} is not valid: give {kind} from {lo} to {hi}")
+        raise bad_request(f"invalid_{name}", f"{name} {raw[:40]!r} is not valid: give {also}{kind} from {lo} to {hi}")
     return value
+
+
+def auto_or_number(name, lo, hi):
+    """None for a missing field or ``auto`` (any case), else a number from ``lo`` to ``hi``."""
+    raw = field(name)
+    if raw is None or raw.lower() == "auto":
+        return None
+    return number(name, None, lo, hi, also="auto or ")
 
 
 def boolean(name, default=False):

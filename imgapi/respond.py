@@ -56,7 +56,8 @@ def respond(rgb, alpha, meta, config):
         from imgapi.results import put_result
         return jsonify(dict(meta, **put_result(png, config)))
     if _wants_png():
-        headers = {f"X-{k.replace('_', '-').title()}": str(v) for k, v in meta.items()}
+        # a null field (``jpeg_quality`` of a PNG) is left out rather than sent as "None"
+        headers = {f"X-{k.replace('_', '-').title()}": str(v) for k, v in meta.items() if v is not None}
         return Response(png, mimetype="image/png", headers=headers)
     # json.dumps would scan the megabytes of base64 for characters to escape; it has none.
     head = json.dumps(meta, separators=(",", ":"))

@@ -10,12 +10,12 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, send_file
 
 from imgapi import engine, fields, images, stylize as style_engine
+from imgapi.config import DEFAULT_SR_MODEL, DENOISE_MODELS, SR_MODELS
 from imgapi.errors import ApiError, bad_request, unavailable
 from imgapi.respond import check_result_fits, respond
 from imgapi.universal import UNIVERSAL_MAX_SIDE
 
 STATIC = Path(__file__).resolve().parent / "static"
-SR_MODELS = ("srgan", "srresnet")
 
 api = Blueprint("api", __name__)
 
@@ -31,14 +31,21 @@ def page():
 @api.post("/upscale")
 def upscale():
     config = _config()
-    name = fields.choice("model", SR_MODELS, "srgan")
+    name = fields.choice("model", SR_MODELS, DEFAULT_SR_MODEL)
     scale = fields.number("scale", 4, 2, 4, int)
-    rgb, alpha = images.decode(fields.upload(config), config.max_upscale_pixels)
+    denoise = _denoise(name)
+    data = fields.upload(config)
+    rgb, alpha = images.decode(data, config.max_upscale_pixels)
     check_result_fits(rgb.width * scale, rgb.height * scale, _channels(alpha), config)
     m = _model(name)
+    meta, level = {"model": name, "sha256": m.sha256[:12], "scale": scale}, None
+    if m.conditioned:
+        level, quality = images.damage_level(data, rgb, denoise)
+        meta.update(denoise=round(level, 3), denoise_source="auto" if denoise is None else "request",
+                    jpeg_quality=quality)
     out, out_alpha = _admission().run(lambda: engine.upscale(m.module, rgb, alpha, scale=scale, tile=config.tile,
-                                                             overlap=config.tile_overlap))
-    return respond(out, out_alpha, {"model": name, "sha256": m.sha256[:12], "scale": scale}, config)
+                                                             overlap=config.tile_overlap, level=level))
+    return respond(out, out_alpha, meta, config)
 
 
 @api.post("/stylize")
@@ -98,7 +105,7 @@ def thumbnail(name):
 @api.get("/health")
 def health():
     config = _config()
-    return jsonify(status="ok", models=_store().status(), limits={
+    return jsonify(status="ok", models=_store().status(), default_sr_model=DEFAULT_SR_MODEL, limits={
         "max_upload_bytes": config.max_upload_bytes,
         "max_upscale_pixels": config.max_upscale_pixels,
         "max_stylize_pixels": config.max_stylize_pixels,
@@ -123,6 +130,17 @@ def _admission():
 def _universal():
     """The universal stylizer (:class:`imgapi.styles.UniversalStyles`) over this app's store."""
     return current_app.extensions["imgapi"]["universal"]
+
+
+def _denoise(model):
+    """The ``denoise`` field: None for ``auto`` (measured from the upload) or missing, else the level 0..1 the
+    request asks for; 400 ``invalid_denoise`` for another value, or for a number given to a model that takes none
+    (``auto``, the default, is accepted by every model: a client may send it whatever model it picks)."""
+    given = fields.field("denoise")
+    if model not in DENOISE_MODELS and given is not None and given.lower() != "auto":
+        raise bad_request("invalid_denoise", f"denoise applies to model {' and '.join(DENOISE_MODELS)} only; "
+                          f"model {model} takes no denoise: leave the field out")
+    return fields.auto_or_number("denoise", 0, 1)
 
 
 def _channels(alpha):

@@ -40,6 +40,13 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def conditioned(entry):
+    """Whether a manifest ``entry`` is a network conditioned on the damage level (``arch.condition`` is
+    ``"damage"``: the ``real`` SR model), whose input has a fourth plane (``imgapi.engine``)."""
+    arch = entry.get("arch") if isinstance(entry, dict) else None
+    return isinstance(arch, dict) and arch.get("condition") == "damage"
+
+
 @dataclass(frozen=True)
 class Model:
     """A loaded model: its manifest ``entry``, the TorchScript ``module`` and its ``sha256``."""
@@ -48,6 +55,11 @@ class Model:
     module: object
     sha256: str
     entry: dict
+
+    @property
+    def conditioned(self):
+        """True when the module takes the damage level as a fourth input plane (:func:`conditioned`)."""
+        return conditioned(self.entry)
 
 
 class ModelStore:
@@ -246,7 +258,9 @@ class ModelStore:
         except Exception as exc:
             raise unavailable("model_load_failed", f"{name} could not be loaded ({type(exc).__name__}).") from None
         from imgapi.engine import warm_up
-        warmed = warm_up(module)  # keeps small the heap its first real forward would grow (engine.warm_up)
+        # keeps small the heap its first real forward would grow (engine.warm_up); a conditioned network
+        # refuses a 3-plane probe
+        warmed = warm_up(module, planes=4 if conditioned(entry) else 3)
         log.info(json.dumps({"event": "model_loaded", "model": name, "sha256": entry["sha256"][:12],
                              "warmed_up": warmed}))
         return Model(name, module, entry["sha256"], entry)

@@ -10,11 +10,22 @@ starts exactly at bicubic quality, which matters when the training budget is min
 
 Another, ``consistency`` (off unless asked for): the output is back-projected onto the input
 (``model.consistency.LRConsistency``), so that shrunk again it gives back the photo it was made from.
+
+A third, ``condition`` (the ``real`` model): a fourth input plane, constant over the image, holds how damaged
+the photo is (``imgapi.damage.level``: 0 clean, 1 heavy JPEG or noise), so that one network cleans as hard as
+the photo needs (``with_level`` adds the plane).
 """
+import torch
 from torch import nn
 from torch.nn import functional as F
 
 from model.consistency import LRConsistency
+
+
+def with_level(x, level):
+    """``x`` ``(N, 3, H, W)`` with a fourth plane of ``level`` (a number, or one per image: ``(N,)``)."""
+    plane = torch.as_tensor(level, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    return torch.cat([x, plane.expand(x.shape[0], 1, x.shape[2], x.shape[3])], 1)
 
 
 class ResidualBlock(nn.Module):
@@ -46,14 +57,15 @@ class UpsampleBlock(nn.Module):
 
 
 class SRResNet(nn.Module):
-    """4x generator. ``forward``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, 4H, 4W)``, not clamped."""
+    """4x generator. ``forward``: ``(N, 3, H, W)`` in [0, 1] (``(N, 4, H, W)`` with ``condition``: RGB and the
+    damage level) -> ``(N, 3, 4H, 4W)``, not clamped."""
 
-    def __init__(self, channels=64, blocks=16, bicubic_skip=True, consistency=0):
+    def __init__(self, channels=64, blocks=16, bicubic_skip=True, consistency=0, condition=False):
         super().__init__()
-        self.bicubic_skip = bicubic_skip
+        self.bicubic_skip, self.condition = bicubic_skip, condition
         # iterations of LR back-projection at the end (0: none); it has no weights, so the state_dict is the same
         self.consistency = LRConsistency(consistency) if consistency else None
-        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.head = nn.Sequential(nn.Conv2d(4 if condition else 3, channels, 9, padding=4), nn.PReLU(channels))
         self.body = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                        nn.BatchNorm2d(channels))
@@ -65,6 +77,7 @@ class SRResNet(nn.Module):
 
     def forward(self, x):
         feat = self.head(x)
+        x = x[:, :3]
         feat = feat + self.body_tail(self.body(feat))
         out = self.tail(self.upsample(feat))
         if self.bicubic_skip:

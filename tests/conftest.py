@@ -1,5 +1,7 @@
 """Shared fixtures: tiny traced networks in a temporary weights folder, the app on top of them,
 a Lambda context, and the moto_server fixtures of ``tests/moto_fixture.py``."""
+import json
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +17,24 @@ pytest_plugins = ["tests.moto_fixture"]
 def tiny_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     write_weights(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_weights(tiny_weights):
+    """``tiny_weights``, which holds a tiny ``real`` model (``tools.fixtures.add_real``): the SR model
+    conditioned on the damage level, the API's default."""
+    return tiny_weights
+
+
+@pytest.fixture(scope="session")
+def weights_without_real(tiny_weights, tmp_path_factory):
+    """``tiny_weights`` with ``real`` left out of the manifest, as a deployment may have it."""
+    folder = tmp_path_factory.mktemp("weights-no-real")
+    shutil.copytree(tiny_weights, folder, dirs_exist_ok=True)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["models"]["real"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 

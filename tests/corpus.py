@@ -274,6 +274,11 @@ def build(max_upload_bytes=200_000, max_upscale_pixels=64 * 64, style="mosaic"):
         upload(f"scale_{value[:12]!r}", good_png, 400, "invalid_scale", extra=[("scale", value)])
     for value in ("esrgan", "../srgan", "SRGAN", "style/" + style, "/etc/passwd"):
         upload(f"model_{value!r}", good_png, 400, "invalid_model", extra=[("model", value)])
+    # denoise is refused before the model is looked up: the same 400 whether or not the weights have real.
+    for value in ("strong", "1.5", "-0.1", "nan", "inf", "", "0,5"):
+        upload(f"denoise_{value!r}", good_png, 400, "invalid_denoise", extra=[("model", "real"), ("denoise", value)])
+    for model in ("srgan", "srresnet"):
+        upload(f"denoise_with_{model}", good_png, 400, "invalid_denoise", extra=[("model", model), ("denoise", "0.5")])
     upload("stylize_missing_style", good_png, 400, "missing_style", path="/stylize")
     for value in ("picasso", "../x", "../../etc/passwd", "/etc/passwd", f"{style}/../../srgan",
                   f"../{style}", f"{style}\x00", "style/" + style, "%2e%2e%2fx", "", f" {style}/.."):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from imgapi.app import create_app
-from imgapi.config import Config
+from imgapi.config import DEFAULT_SR_MODEL, Config
 from tests.helpers import bomb_png, decode_png, encode, photo, png_bytes
 
 
@@ -34,7 +34,9 @@ def test_upscale_returns_base64_png_four_times_larger(client):
     body = resp.get_json()
     img = decode_png(base64.b64decode(body["image"]))
     assert img.size == (96, 64) == (body["width"], body["height"])
-    assert body["model"] == "srgan" and len(body["sha256"]) == 12 and body["elapsed_ms"] >= 0
+    assert body["model"] == DEFAULT_SR_MODEL and len(body["sha256"]) == 12 and body["elapsed_ms"] >= 0
+    # the default (real) measures the damage level of an upload that names none: a PNG has no JPEG quality
+    assert body["denoise_source"] == "auto" and 0.0 <= body["denoise"] <= 1.0 and body["jpeg_quality"] is None
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -58,7 +60,8 @@ def test_accept_png_returns_the_png_itself(client):
                        headers={"Accept": "image/png"}, content_type="multipart/form-data")
     assert resp.status_code == 200 and resp.mimetype == "image/png"
     assert decode_png(resp.data).size == (32, 32)
-    assert resp.headers["X-Model"] == "srgan"
+    assert resp.headers["X-Model"] == DEFAULT_SR_MODEL
+    assert resp.headers["X-Denoise-Source"] == "auto" and "X-Jpeg-Quality" not in resp.headers
 
 
 def test_raw_image_body_with_query_options(client):
@@ -126,11 +129,12 @@ def test_wrong_content_type_and_method(client):
 def test_health_lists_models_and_limits(client):
     body = client.get("/health").get_json()
     assert body["status"] == "ok"
-    assert set(body["models"]) == {"srgan", "srresnet", "style/mosaic", "style/stripes", "universal/encoder",
-                                   "universal/decoder"}
-    assert body["models"]["srgan"]["loaded"] is False
-    post_image(client, "/upscale", png_bytes(8, 8))
-    assert client.get("/health").get_json()["models"]["srgan"]["loaded"] is True
+    assert set(body["models"]) == {"srgan", "srresnet", "real", "style/mosaic", "style/stripes",
+                                   "universal/encoder", "universal/decoder"}
+    assert body["default_sr_model"] == DEFAULT_SR_MODEL
+    assert body["models"][DEFAULT_SR_MODEL]["loaded"] is False
+    post_image(client, "/upscale", png_bytes(8, 8))  # no model named: the default
+    assert client.get("/health").get_json()["models"][DEFAULT_SR_MODEL]["loaded"] is True
     assert body["limits"]["max_upload_bytes"] == 200_000
 
 
@@ -138,7 +142,7 @@ def test_result_too_large_without_bucket_is_refused_before_work(tiny_weights):
     app = create_app(Config(weights_dir=tiny_weights, torch_threads=1, max_response_bytes=20_000))
     resp = post_image(app.test_client(), "/upscale", png_bytes(60, 60))
     assert_error(resp, 413, "result_too_large", "20000")
-    assert app.extensions["imgapi"]["store"].status()["srgan"]["loaded"] is False
+    assert app.extensions["imgapi"]["store"].status()[DEFAULT_SR_MODEL]["loaded"] is False
 
 
 def test_missing_weights_file_is_a_503_for_that_model_only(tmp_path, tiny_weights):
@@ -146,10 +150,11 @@ def test_missing_weights_file_is_a_503_for_that_model_only(tmp_path, tiny_weight
     shutil.copytree(tiny_weights, tmp_path / "w")
     (tmp_path / "w" / "srgan.pt").write_bytes(b"tampered")
     client = create_app(Config(weights_dir=tmp_path / "w", torch_threads=1)).test_client()
-    resp = post_image(client, "/upscale", png_bytes(8, 8))
+    resp = post_image(client, "/upscale", png_bytes(8, 8), model="srgan")
     assert_error(resp, 503, "checksum_mismatch")
     assert resp.headers["Retry-After"]
     assert post_image(client, "/upscale", png_bytes(8, 8), model="srresnet").status_code == 200
+    assert post_image(client, "/upscale", png_bytes(8, 8)).status_code == 200  # the default (real) too
 
 
 def test_cors_only_for_configured_origins(tiny_weights):

@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from imgapi.config import DEFAULT_SR_MODEL
 from tests.helpers import EVENTS, decode_png, deployed_buckets
 
 MODELS = "imgapi-e2e-models"
@@ -57,16 +58,20 @@ def _invoke(handler, event, context):
     return response["statusCode"], body
 
 
-def test_cold_start_downloads_the_weights_and_the_warm_one_does_not(deployed, lambda_context):
+def test_cold_start_downloads_the_weights_and_the_warm_one_does_not(deployed, lambda_context, tiny_weights):
     handler, s3, cache = deployed
+    # The event names no model: the default one's file is what the cold start downloads.
+    file = json.loads((tiny_weights / "manifest.json").read_text())["models"][DEFAULT_SR_MODEL]["file"]
 
     status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)
     assert status == 200, body
-    assert decode_png(base64.b64decode(json.loads(body)["image"])).size == (36, 24)
-    assert len(list(cache.rglob("srgan.pt"))) == 1  # under its content-addressed path, sha256/<hex>/
+    answer = json.loads(body)
+    assert answer["model"] == DEFAULT_SR_MODEL
+    assert decode_png(base64.b64decode(answer["image"])).size == (36, 24)
+    assert len(list(cache.rglob(file))) == 1  # under its content-addressed path, sha256/<hex>/
 
     # With the weights gone from the bucket, only a container that already holds them can still answer.
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=MODELS)["Contents"] if o["Key"].endswith("/srgan.pt")]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=MODELS)["Contents"] if o["Key"].endswith("/" + file)]
     assert len(keys) == 1
     s3.delete_objects(Bucket=MODELS, Delete={"Objects": [{"Key": key} for key in keys]})
     status, body = _invoke(handler, _event("http_v2_upscale_multipart.json"), lambda_context)

@@ -14,7 +14,7 @@ import pytest
 
 from imgapi.__main__ import main
 from imgapi.app import create_app
-from imgapi.config import Config
+from imgapi.config import DEFAULT_SR_MODEL, Config
 from imgapi.store import ModelStore, sha256_file
 from tests.corpus import multipart
 from tests.helpers import MODEL_BUCKET as BUCKET
@@ -276,15 +276,17 @@ def _without(tiny_weights, tmp_path, *names):
     return folder
 
 
-@pytest.mark.parametrize("missing, other", [("srgan", "srresnet"), ("srresnet", "srgan")])
+@pytest.mark.parametrize("missing, other", [("srgan", "srresnet"), ("srresnet", "srgan"), ("real", "srgan")])
 def test_sr_model_missing_from_the_manifest_is_a_503_for_that_model(tiny_weights, tmp_path, missing, other):
     client = create_app(Config(weights_dir=_without(tiny_weights, tmp_path, missing),
                                torch_threads=1)).test_client()
     resp = upscale(client, missing)
     assert_503(resp, "model_missing")
     assert missing in resp.get_json()["error"]["message"]
-    if missing == "srgan":
-        assert_503(upscale(client, None), "model_missing")  # the default model
+    if missing == DEFAULT_SR_MODEL:
+        assert_503(upscale(client, None), "model_missing")  # a request that names no model gets the default
+    else:
+        assert upscale(client, None).status_code == 200  # the default model still serves
     assert upscale(client, other).status_code == 200
     assert stylize(client).status_code == 200
     assert upscale(client, "foo").get_json()["error"]["code"] == "invalid_model"  # still the client's fault
@@ -293,25 +295,28 @@ def test_sr_model_missing_from_the_manifest_is_a_503_for_that_model(tiny_weights
 
 
 def test_s3_manifest_of_styles_only_is_a_503_for_upscale(moto, tiny_weights, tmp_path):
-    seed(_without(tiny_weights, tmp_path, "srgan", "srresnet"))
+    seed(_without(tiny_weights, tmp_path, "srgan", "srresnet", "real"))
     client = create_app(s3_config(tmp_path / "cache")).test_client()
     assert_503(upscale(client, "srgan"), "model_missing")
     assert_503(upscale(client, "srresnet"), "model_missing")
+    assert_503(upscale(client, "real"), "model_missing")
+    assert_503(upscale(client, None), "model_missing")  # the default model
     assert stylize(client).status_code == 200
 
 
 def test_sr_model_missing_from_the_manifest_on_lambda_and_the_cli(tiny_weights, tmp_path, monkeypatch,
                                                                     lambda_context):
     import handler as module
-    monkeypatch.setenv("WEIGHTS_DIR", str(_without(tiny_weights, tmp_path, "srgan")))
+    # the default model left out: http_v2_upscale_multipart.json names no model, so it asks for the default
+    monkeypatch.setenv("WEIGHTS_DIR", str(_without(tiny_weights, tmp_path, DEFAULT_SR_MODEL)))
     monkeypatch.setenv("TORCH_THREADS", "1")
     monkeypatch.delenv("MODEL_BUCKET", raising=False)
     handler = importlib.reload(module).handler
-    for name, status, code in (("http_v2_upscale_multipart.json", 503, "model_missing"),  # srgan
+    for name, status, code in (("http_v2_upscale_multipart.json", 503, "model_missing"),  # the default
                                ("rest_v1_upscale_multipart.json", 200, None)):  # srresnet
         resp = handler(json.loads((EVENTS / name).read_text()), lambda_context)
         assert resp["statusCode"] == status, resp["body"][:300]
         assert code is None or json.loads(resp["body"])["error"]["code"] == code
     (tmp_path / "a.png").write_bytes(png_bytes(8, 8))
-    with pytest.raises(SystemExit, match="srgan is not in the weights manifest"):  # not a KeyError traceback
-        main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "srgan"])
+    with pytest.raises(SystemExit, match=f"{DEFAULT_SR_MODEL} is not in the weights manifest"):  # no KeyError
+        main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", DEFAULT_SR_MODEL])

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from imgapi.config import DEFAULT_SR_MODEL
 from tests.helpers import EVENTS, decode_png
 
 
@@ -30,7 +31,7 @@ def invoke(handler, name, context):
 
 @pytest.mark.parametrize("name, size, model", [
     ("rest_v1_upscale_multipart.json", (24, 16), "srresnet"),
-    ("http_v2_upscale_multipart.json", (36, 24), "srgan"),
+    ("http_v2_upscale_multipart.json", (36, 24), DEFAULT_SR_MODEL),  # the event names no model
 ])
 def test_multipart_upscale_events(handler, lambda_context, name, size, model):
     status, headers, body = invoke(handler, name, lambda_context)

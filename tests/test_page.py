@@ -1,7 +1,8 @@
 """End-to-end tests of the web page at GET /, in a real headless Chromium against the real app.
 
 The app is started by the test on a free port (``python -m imgapi serve``), on the tiny traced networks of
-``tests/conftest.py`` (``tiny_weights``) so that it is quick and needs no trained weights; set
+``tests/conftest.py`` (``real_weights``: ``tiny_weights`` and a tiny ``real`` model) so that it is quick and needs
+no trained weights; set
 ``PAGE_TEST_REAL_WEIGHTS=1`` to serve the repository's ``weights/`` instead, or ``IMGAPI_PAGE_URL`` to point the
 tests at a server that is already running. Chromium is Debian's (``.ci/install-chromium.sh``), driven by
 PyPI ``playwright``; ``playwright install`` is never needed. Screenshots at desktop (1280x800) and phone
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from imgapi.config import DEFAULT_SR_MODEL
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-test.txt)")
 
@@ -77,7 +80,7 @@ def base_url(request, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_BUCKET", "RESULT_BUCKET", "PORT", "HOST")}
     env.update(TORCH_THREADS="1", PYTHONUNBUFFERED="1")
     if os.environ.get("PAGE_TEST_REAL_WEIGHTS") != "1":
-        env["WEIGHTS_DIR"] = str(request.getfixturevalue("tiny_weights"))
+        env["WEIGHTS_DIR"] = str(request.getfixturevalue("real_weights"))
     python = REPO / ".venv" / "bin" / "python"
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
@@ -243,6 +246,10 @@ def test_upscale_shows_4x_result_compares_and_downloads_png(desktop, tmp_path):
     page.set_input_files("#file-input", str(src))
     sync_api.expect(page.locator("#source-meta")).to_contain_text("24 × 16 px")
     sync_api.expect(page.locator("#before-img")).to_be_visible()
+    # The default model's controls (real: the denoise field) make the settings taller than the window: clicking
+    # the button scrolls the page (the sticky stage with it) before any result. Scroll first, so that the
+    # stage's box is compared from just before the request to after its result.
+    page.locator("#run-button").scroll_into_view_if_needed()
     stage_before = page.locator("#stage").bounding_box()
 
     sync_api.expect(page.locator("#run-button")).to_have_text("Upscale 4×")
@@ -252,7 +259,7 @@ def test_upscale_shows_4x_result_compares_and_downloads_png(desktop, tmp_path):
     assert _natural_size(page) == (96, 64)
     assert page.locator("#stage").bounding_box() == stage_before, "the stage moved or resized when the result came"
     sync_api.expect(page.locator("#meta-size")).to_contain_text("96 × 64 px")
-    sync_api.expect(page.locator("#meta-model")).to_contain_text("srgan")
+    sync_api.expect(page.locator("#meta-model")).to_contain_text(DEFAULT_SR_MODEL)  # none picked: the default
     sync_api.expect(page.locator("#meta-time")).to_contain_text(" s")
 
     # Before/after slider: both layers are drawn in the same box; the keyboard moves the split.
@@ -275,7 +282,7 @@ def test_upscale_shows_4x_result_compares_and_downloads_png(desktop, tmp_path):
     with page.expect_download() as info:
         page.click("#download")
     download = info.value
-    assert download.suggested_filename == "photo_x4_srgan.png"
+    assert download.suggested_filename == f"photo_x4_{DEFAULT_SR_MODEL}.png"
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
     with Image.open(saved) as im:
@@ -294,6 +301,58 @@ def test_upscale_scale_and_model_choice(desktop, tmp_path):
     assert _natural_size(page) == (48, 32)
     sync_api.expect(page.locator("#meta-model")).to_contain_text("srresnet")
     assert page.get_attribute("#download", "download") == "holiday_pic_x2_srresnet.png"
+
+
+def test_real_photo_model_sends_its_denoise_level_and_the_control_shows_for_it_only(desktop, base_url, tmp_path):
+    if "real" not in (_get_json_or_error(base_url + "health").get("models") or {}):
+        pytest.skip("the server's weights have no real model (PAGE_TEST_REAL_WEIGHTS or IMGAPI_PAGE_URL)")
+    page = desktop
+    page.set_input_files("#file-input", str(_photo(tmp_path / "phone shot.png", (24, 16))))
+    sync_api.expect(page.locator("#model-hint")).to_contain_text("JPEG")
+    sync_api.expect(page.locator("#denoise-field")).to_be_visible()  # real, the default
+    page.check("input[name=model][value=srgan]", force=True)
+    sync_api.expect(page.locator("#denoise-field")).to_be_hidden()
+    page.check("input[name=model][value=real]", force=True)
+    sync_api.expect(page.locator("#denoise-field")).to_be_visible()
+    sync_api.expect(page.get_by_role("checkbox", name="Auto")).to_be_checked()
+    sync_api.expect(page.locator("#denoise")).to_be_disabled()  # the slider counts only with Auto off
+    page.uncheck("#denoise-auto")
+    sync_api.expect(page.locator("#denoise")).to_be_enabled()
+    page.focus("#denoise")
+    for _ in range(4):  # 0.5 by default, steps of 0.05
+        page.keyboard.press("ArrowLeft")
+    sync_api.expect(page.locator("#denoise-out")).to_have_text("0.30")
+    _screenshot(page, "desktop-upscale-real.png")
+
+    held = []  # the first request is held, so that the busy state can be read
+    page.route("**/upscale", lambda route: held.append(route))
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/upscale")) as sent:
+        page.click("#run-button")
+    fields = _form_fields(sent.value.post_data_buffer)
+    assert (fields["model"], fields["denoise"], fields["scale"]) == ("real", "0.30", "4"), fields
+    sync_api.expect(page.locator("#busy-text")).to_have_text("Upscaling 4× with Real photo, denoise 0.30…")
+    page.click("#busy-cancel")
+    page.unroute("**/upscale")
+    for route in held:
+        try:
+            route.abort()
+        except Exception:  # the browser already dropped the cancelled request
+            pass
+
+    page.click("#run-button")
+    _wait_done(page)
+    assert _natural_size(page) == (96, 64)
+    sync_api.expect(page.locator("#meta-model")).to_contain_text("real · 4×")
+    sync_api.expect(page.locator("#meta-model")).to_contain_text("denoise 0.30 (set)")
+    assert page.get_attribute("#download", "download") == "phone_shot_x4_real.png"
+
+    page.check("input[name=model][value=srgan]", force=True)
+    sync_api.expect(page.locator("#denoise-field")).to_be_hidden()
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/upscale")) as sent:
+        page.click("#run-button")
+    fields = _form_fields(sent.value.post_data_buffer)
+    assert fields["model"] == "srgan" and "denoise" not in fields, fields
+    _wait_done(page)
 
 
 def test_stylize_with_a_style_chosen_from_the_gallery(desktop, base_url, tmp_path):
@@ -472,8 +531,9 @@ def test_a_large_result_given_by_url_is_shown_and_downloaded(desktop, base_url, 
     page.route("**/fake-bucket/**", lambda route: route.fulfill(status=200, content_type="image/png",
                                                                  body=buf.getvalue()))
     page.route("**/upscale", lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(
-        {"url": result_url, "expires_in": 900, "width": 96, "height": 64, "model": "srgan",
-         "sha256": "0123456789ab", "elapsed_ms": 1234})))
+        {"url": result_url, "expires_in": 900, "width": 96, "height": 64, "model": DEFAULT_SR_MODEL,
+         "denoise": 0.1, "denoise_source": "auto", "jpeg_quality": None, "sha256": "0123456789ab",
+         "elapsed_ms": 1234})))
     page.set_input_files("#file-input", str(_photo(tmp_path / "photo.png")))
     page.click("#run-button")
     _wait_done(page)
@@ -481,7 +541,7 @@ def test_a_large_result_given_by_url_is_shown_and_downloaded(desktop, base_url, 
     sync_api.expect(page.locator("#status")).to_contain_text("expires in 15 min")
     with page.expect_download() as info:
         page.click("#download")
-    assert info.value.suggested_filename == "photo_x4_srgan.png"
+    assert info.value.suggested_filename == f"photo_x4_{DEFAULT_SR_MODEL}.png"  # none picked: the default
     saved = tmp_path / "from-url.png"
     info.value.save_as(saved)
     assert saved.read_bytes() == buf.getvalue()

@@ -181,3 +181,37 @@ def test_a_worse_decoder_or_another_encoder_is_refused(tmp_path, tiny_weights, u
     out = capsys.readouterr().out
     assert "the encoder's weights differ" in out and "made with other encoder weights" not in out
     assert folder_digest(weights) == before
+
+
+def real_net(noise=0.0, seed=0):
+    """A tiny conditioned SRResNet (the ``real`` model's input: RGB and the damage level)."""
+    torch.manual_seed(seed)
+    net = SRResNet(channels=8, blocks=1, condition=True).eval()
+    with torch.no_grad():
+        net.tail.weight.normal_(0, noise) if noise else net.tail.weight.zero_()
+    return net
+
+
+def test_the_real_model_ships_without_its_pixel_phase_and_is_judged_on_the_real_world_table(tmp_path, setup, capsys):
+    from model.vgg import VGG16Features
+    weights, args = setup
+    torch.manual_seed(0)
+    torch.save({k: v.half() for k, v in VGG16Features().state_dict().items()}, tmp_path / "vgg.pt")
+    args = args + ["--vgg", str(tmp_path / "vgg.pt")]
+    run = tmp_path / "runs" / "real"
+    for name, net in (("real", real_net()), ("real_pixel", real_net(noise=0.05, seed=1))):
+        entry = served(run, name, net)
+        update_manifest(run, name, dict(entry, arch=dict(condition="damage"),
+                                        **({"intermediate": True} if name == "real_pixel" else {})))
+    assert promote.main([str(run)] + args) == 0
+    models = json.loads((weights / "manifest.json").read_text())["models"]
+    assert "real" in models and "real_pixel" not in models  # the intermediate stays in the run
+    assert not (weights / "real_pixel.pt").exists()
+    # a noisier real measures worse on the real-world table: refused, weights unchanged
+    before = folder_digest(weights)
+    worse = tmp_path / "runs" / "real2"
+    entry = served(worse, "real", real_net(noise=0.3, seed=2))
+    update_manifest(worse, "real", dict(entry, arch=dict(condition="damage")))
+    assert promote.main([str(worse)] + args) == 1
+    out = capsys.readouterr().out
+    assert "real-world deep-feature distance" in out and folder_digest(weights) == before

@@ -61,7 +61,7 @@ def test_nosniff_on_503_and_500(tiny_weights, tmp_path):
         raise RuntimeError("a bug")
 
     client = app.test_client()
-    resp = upload(client)
+    resp = upload(client, model="srgan")
     assert resp.status_code == 503 and resp.headers["X-Content-Type-Options"] == "nosniff"
     resp = client.get("/boom")
     assert resp.status_code == 500 and resp.is_json and resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -119,9 +119,10 @@ OUTSIDE = ["../../etc/passwd", "/etc/passwd", "sub/../../srgan.pt", "../w/srgan.
 def test_manifest_entry_outside_the_store_is_refused(tiny_weights, tmp_path, path):
     folder = _manifest_pointing_to(tiny_weights, tmp_path, file=path)
     client = create_app(Config(weights_dir=folder, torch_threads=1)).test_client()
-    resp = upload(client)
+    resp = upload(client, model="srgan")
     assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "manifest_invalid"
     assert upload(client, model="srresnet").status_code == 200  # the other models still serve
+    assert upload(client).status_code == 200  # the default among them
 
 
 @pytest.mark.parametrize("path", OUTSIDE)
@@ -155,7 +156,7 @@ def test_weights_with_a_wrong_sha256_are_not_loaded(tiny_weights, tmp_path, monk
     monkeypatch.setattr(torch.jit, "load",
                         lambda path, *a, **kw: loaded.append(Path(path).name) or real(path, *a, **kw))
     client = create_app(Config(weights_dir=folder, torch_threads=1)).test_client()
-    assert upload(client).get_json()["error"]["code"] == "checksum_mismatch"
+    assert upload(client, model="srgan").get_json()["error"]["code"] == "checksum_mismatch"
     assert "srgan.pt" not in loaded
 
 

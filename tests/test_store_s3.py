@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from imgapi.app import create_app
+from imgapi.config import DEFAULT_SR_MODEL
 from imgapi.errors import ApiError
 from imgapi.store import ModelStore
 from tests.helpers import MODEL_BUCKET as BUCKET
@@ -53,7 +54,8 @@ def test_app_serves_from_s3(bucket, tmp_path):
     resp = client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png")},
                        content_type="multipart/form-data")
     assert resp.status_code == 200
-    assert client.get("/health").get_json()["models"]["srgan"]["loaded"] is True
+    assert resp.get_json()["model"] == DEFAULT_SR_MODEL  # none named: the default
+    assert client.get("/health").get_json()["models"][DEFAULT_SR_MODEL]["loaded"] is True
 
 
 def test_unreachable_s3_is_a_retryable_503(moto_env, tmp_path, monkeypatch):
@@ -71,8 +73,8 @@ def test_unreachable_s3_is_a_retryable_503(moto_env, tmp_path, monkeypatch):
 
 # -- weights not uploaded (issue 14, item 3) -------------------------------------------------------
 
-def _post_upscale(client):
-    return client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png")},
+def _post_upscale(client, **fields):
+    return client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png"), **fields},
                        content_type="multipart/form-data")
 
 
@@ -95,7 +97,7 @@ def test_empty_models_bucket_says_which_key_is_missing_and_how_to_upload(moto_en
 def test_missing_weights_file_is_named(bucket, tmp_path):
     bucket.delete_object(Bucket=BUCKET, Key="weights/srgan.pt")
     client = create_app(s3_config(tmp_path / "cache")).test_client()
-    _assert_weights_missing(_post_upscale(client), "weights/srgan.pt")
+    _assert_weights_missing(_post_upscale(client, model="srgan"), "weights/srgan.pt")
     # The other models still work.
     resp = client.post("/upscale", data={"image": (__import__("io").BytesIO(png_bytes(8, 8)), "a.png"),
                                          "model": "srresnet"}, content_type="multipart/form-data")

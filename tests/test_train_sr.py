@@ -273,3 +273,26 @@ def test_keep_writes_a_servable_snapshot_at_every_validation_that_reproduces_its
         with torch.inference_mode():
             torch.testing.assert_close(torch.jit.load(str(tmp_path / "w" / entry["file"]))(x), torch.jit.load(
                 str(tmp_path / "ck" / "kept" / f"{phase}-step{last}" / entry["file"]))(x), atol=1e-6, rtol=0)
+
+
+def test_the_real_model_trains_on_degraded_patches_and_takes_the_damage_level(tmp_path):
+    """--degrade --condition: a pool of degraded patches is made once into the run's folder, the generator takes
+    a fourth plane (the damage level), both phases export under --export-as, and the pixel phase is marked as
+    the run's intermediate."""
+    args = tiny_sr_run(tmp_path) + ["--minutes", "0.12", "--gan-fraction", "0.5", "--degrade", "--condition",
+                                    "--pool", "24", "--consistency", "0", "--export-as", "real"]
+    train_sr.main(args)
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]
+    assert set(manifest) == {"real", "real_pixel"}
+    assert manifest["real_pixel"]["intermediate"] and "intermediate" not in manifest["real"]
+    assert list((tmp_path / "ck").glob("pool-*.npz"))  # kept with the checkpoint for a resumed stretch
+    entry = manifest["real"]
+    assert entry["arch"]["condition"] == "damage" and "lr_consistency" not in entry["arch"]
+    assert entry["training"]["degradation"]["pool"] == 24
+    net = torch.jit.load(str(tmp_path / "w" / "real.pt"))
+    x = torch.rand(1, 3, 10, 12)
+    with torch.inference_mode():
+        outs = [net(torch.cat([x, torch.full_like(x[:, :1], level)], 1)) for level in (0.0, 1.0)]
+    assert outs[0].shape == (1, 3, 40, 48) and torch.isfinite(outs[0]).all()
+    # the level's plane was trained: the network answers it (it starts at zero weight for it)
+    assert (outs[0] - outs[1]).abs().max() > 1e-4

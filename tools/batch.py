@@ -1,6 +1,6 @@
 """Send a folder of photos through the stack's batch function and collect the results (make batch).
 
-    python -m tools.batch photos/ --op upscale [--model srgan] [--scale 4] --stack imgapi-dev --region eu-west-1
+    python -m tools.batch photos/ --op upscale [--model real] [--scale 4] [--denoise 0.5] --stack imgapi-dev --region eu-west-1
     python -m tools.batch photos/ --op stylize --style starry_night [--strength 0.8] [--preserve-color] --bucket B
     python -m tools.batch photos/ --op stylize --style-image painting.jpg [--strength 0.8] --stack imgapi-dev
 
@@ -35,6 +35,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imgapi.batch import ETAG_METADATA, BatchSettings
+from imgapi.config import DEFAULT_SR_MODEL, SR_MODELS
 
 
 @dataclass
@@ -221,7 +222,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m tools.batch", description=__doc__.split("\n", 1)[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--op", choices=("upscale", "stylize"), required=True)
-    p.add_argument("--model", default="srgan", help="upscale: srgan or srresnet (default srgan)")
+    p.add_argument("--model", default=DEFAULT_SR_MODEL,
+                   help=f"upscale: {', '.join(SR_MODELS)} (default {DEFAULT_SR_MODEL})")
+    p.add_argument("--denoise", help="upscale with real: auto or 0 to 1 (default auto: measured from each photo)")
     p.add_argument("--scale", default="4", help="upscale: 2, 3 or 4 (default 4)")
     p.add_argument("--style", help="stylize: a style name (GET /styles): a trained network or a preset")
     p.add_argument("--style-image", type=Path, metavar="PAINTING",
@@ -271,7 +274,7 @@ def main(argv=None) -> int:
                                      outputs.get("BatchOutputPrefix") or "out/",
                                      outputs.get("BatchFailedPrefix") or "failed/")
         if args.op == "upscale":
-            options = {"model": args.model, "scale": args.scale}
+            options = {"model": args.model, "scale": args.scale, "denoise": args.denoise}
         else:
             options = {"style": args.style, "strength": args.strength,
                        "preserve_color": "true" if args.preserve_color else None, "max_side": args.max_side}

@@ -49,6 +49,7 @@ def write_weights(folder):
 
     add("srgan", tiny_sr(0), "srgan.pt", kind="sr", scale=4)
     add("srresnet", tiny_sr(1), "srresnet.pt", kind="sr", scale=4)
+    add_real(folder, models)
     torch.manual_seed(2)
     add("style/mosaic", TinyStyle(), "style_mosaic.pt", kind="style", title="Mosaic",
         artist="Test", source="tests", licence="CC0-1.0", thumbnail="thumbs/mosaic.jpg")
@@ -58,6 +59,23 @@ def write_weights(folder):
     manifest = {"models": models}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
+
+
+def add_real(folder, models, seed=5):
+    """A tiny ``real`` model into ``folder`` and ``models`` (the manifest's entries): an SRResNet conditioned on
+    the damage level (``(1, 4, H, W)`` in: RGB and the level's plane), traced, with ``arch.condition``
+    ``"damage"`` as training writes it. Its tail and the level's head weights are random and large enough that
+    the level shows in the 8-bit output."""
+    torch.manual_seed(seed)
+    net = SRResNet(channels=8, blocks=1, condition=True).eval()
+    with torch.no_grad():
+        nn.init.normal_(net.tail.weight, std=0.05)
+        nn.init.normal_(net.head[0].weight[:, 3], std=0.3)
+    with torch.inference_mode():
+        traced = torch.jit.trace(net, torch.rand(1, 4, 16, 16), check_trace=False)
+    torch.jit.save(traced, str(folder / "real.pt"))
+    models["real"] = dict(file="real.pt", sha256=hashlib.sha256((folder / "real.pt").read_bytes()).hexdigest(),
+                          kind="sr", scale=4, arch=dict(channels=8, blocks=1, condition="damage"))
 
 
 TINY_UNIVERSAL_WIDTHS = (4, 8, 8, 8)

@@ -17,7 +17,9 @@ GAN: 0.73 on the training crops, 0.75 on the validation set; 0.2 dB and 1.2 dB u
 is written as ``srgan.pt`` into the GAN's run folder (``runs/srgan/``; the GAN itself moves to
 ``unblended/`` there) with a manifest entry that keeps the GAN's training record and adds ``blend``: alpha,
 both parents' sha256 and steps, the rule and the sweep. ``--recipe training/recipes/srgan.toml`` takes
-alpha and the PSNR parent from the recipe's ``[blend]`` table; ``make promote`` ships the result.
+alpha and the PSNR parent from the recipe's ``[blend]`` table; ``make promote`` ships the result. ``--name real``
+(``training/recipes/real.toml``'s ``[blend]``) mixes the ``real`` GAN, which takes the damage level as a fourth
+plane, with ``srresnet.pt`` given that plane at zero weight, into ``real.pt``.
 """
 import argparse
 import copy
@@ -65,11 +67,12 @@ def lineage(entry):
     return own
 
 
-def trainable(path, entry=None):
+def trainable(path, entry=None, condition=None):
     """The trainable ``SRResNet`` holding the weights of the served SR file at ``path`` (manifest ``entry``),
-    with the LR back-projection its ``arch`` names."""
+    with the LR back-projection its ``arch`` names; ``condition`` True gives a file without the damage plane
+    one with zero weights (``real`` mixed with ``srresnet.pt``)."""
     return sr_from_state_dict(torch.jit.load(str(path), map_location="cpu").state_dict(),
-                              consistency=(entry or {}).get("arch", {}).get("lr_consistency", 0))
+                              consistency=(entry or {}).get("arch", {}).get("lr_consistency", 0), condition=condition)
 
 
 def mix(gan, psnr, alpha):
@@ -114,6 +117,7 @@ def parse_args(argv=None):
     p.add_argument("--recipe", default=None,
                    help="a recipe whose [blend] table sets alpha, psnr, detail (training/recipes/srgan.toml)")
     p.add_argument("--gan", default="runs/srgan/srgan.pt", help="the GAN generator (served file, manifest beside it)")
+    p.add_argument("--name", default="srgan", help="the blend's manifest name and file (NAME.pt): srgan, or real")
     p.add_argument("--psnr", default="weights/srresnet.pt", help="the PSNR generator it was fine-tuned from")
     p.add_argument("--select-on", default="data/sr/train", help="photos that choose alpha (not the validation set)")
     p.add_argument("--crop", type=int, default=256, help="side of the centre crop of each selection photo")
@@ -137,7 +141,7 @@ def parse_args(argv=None):
             p.error(str(e))
     args = p.parse_args(argv)
     args.out = args.out or str(Path(args.gan).parent)
-    args.keep_gan = args.keep_gan or str(Path(args.out) / "unblended" / "srgan.pt")
+    args.keep_gan = args.keep_gan or str(Path(args.out) / "unblended" / f"{args.name}.pt")
     recipes.refuse_shipped(args.out)
     return args
 
@@ -184,7 +188,7 @@ def keep_gan(args, gan_entry, target):
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.gan, kept)
         (kept.parent / "manifest.json").write_text(
-            json.dumps({"models": {"srgan": dict(gan_entry, file=kept.name)}}, indent=2) + "\n")
+            json.dumps({"models": {args.name: dict(gan_entry, file=kept.name)}}, indent=2) + "\n")
     return kept
 
 
@@ -196,11 +200,12 @@ def main(argv=None):
     if found is None:
         return 0
     gan_entry, psnr_entry = found
-    gan, psnr = trainable(args.gan, gan_entry), trainable(args.psnr, psnr_entry)
+    gan = trainable(args.gan, gan_entry)
+    psnr = trainable(args.psnr, psnr_entry, condition=gan.condition or None)
     alpha, rows, chosen_on = choose_alpha(args, gan, psnr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / "srgan.pt"
+    target = out / f"{args.name}.pt"
     kept = keep_gan(args, gan_entry, target)
     net = mix(gan, psnr, alpha)
     export_sr(net, target)
@@ -218,8 +223,8 @@ def main(argv=None):
                             **({"recipe": args.recipe} if args.recipe else {})),
                  validation=dict(gan_entry["validation"], images=[p.name for p in val_paths]),
                  **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3))
-    entry = update_manifest(out, "srgan", entry)
-    print(f"srgan = {alpha:g} x GAN {sign} {abs(1 - alpha):g} x SRResNet -> {target}: validation Y-PSNR "
+    entry = update_manifest(out, args.name, entry)
+    print(f"{args.name} = {alpha:g} x GAN {sign} {abs(1 - alpha):g} x SRResNet -> {target}: validation Y-PSNR "
           f"{entry['psnr_y']:.2f} dB (bicubic {entry['bicubic_psnr_y']:.2f}, gain {entry['gain_db']:+.2f}), "
           f"detail {entry['detail']:.2f} (bicubic {entry['bicubic_detail']:.2f})")
     return 0

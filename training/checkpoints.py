@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from model.srresnet import SRResNet
-from training import recipes
+from training import degrade, recipes
 from training.data import PatchSampler
 from training.export import sr_from_state_dict, style_from_state_dict
 from training.manifest import sha256_file
@@ -37,11 +37,13 @@ def save_sr_checkpoint(state, args):
 def init_generator(args, device):
     """A new generator (bicubic skip, zero tail: it starts at bicubic quality), or the one of a served file
     (``--init-from``, whose widths and depth replace ``--channels`` and ``--blocks``). Returns
-    ``(g, frozen_bn, init_from)``."""
+    ``(g, frozen_bn, init_from)``. With ``--condition`` the generator takes the damage plane; a file without
+    one gets it with zero weights, so it starts as the file's network."""
+    condition = getattr(args, "condition", False)
     if not args.init_from:
-        g = SRResNet(channels=args.channels, blocks=args.blocks)
+        g = SRResNet(channels=args.channels, blocks=args.blocks, condition=condition)
         return g.to(device), False, None
-    g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict())
+    g = sr_from_state_dict(torch.jit.load(args.init_from, map_location="cpu").state_dict(), condition=condition)
     args.channels, args.blocks = g.head[0].out_channels, len(g.body)  # the file's shapes win
     return g.to(device), True, f"{Path(args.init_from).name} (sha256 {sha256_file(args.init_from)[:12]})"
 
@@ -60,7 +62,9 @@ def build_sr_state(args, job, device, train_paths):
     gen = torch.Generator().manual_seed(job.seed(args.seed))
     state = dict(job=job, g=g, gen=gen, opt_srresnet=torch.optim.Adam(g.parameters(), args.lr),
                  elapsed={}, step={}, history=[], exported={}, setup={}, frozen_bn=frozen_bn, loss_segments={},
-                 init_from=init_from, stretches=[], sampler=PatchSampler(train_paths, args.patch * 4, device))
+                 init_from=init_from, stretches=[], sampler=(
+                     degrade.pool_sampler(args, train_paths, device, Path(args.checkpoint_dir))
+                     if getattr(args, "degrade", False) else PatchSampler(train_paths, args.patch * 4, device)))
     if resumed is not None:
         for key in ("elapsed", "step", "history", "exported", "setup", "frozen_bn", "init_from", "loss_segments",
                     "stretches"):

@@ -116,3 +116,26 @@ class CropSampler:
                 crop = crop.flip(3)
             out.append(crop)
         return torch.cat(out).clamp_(0, 1)
+
+
+class PoolSampler:
+    """Random (LR, HR) pairs from a pool of degraded patches (``training.degrade.make_pool``), flipped and
+    turned alike; the LR carries each patch's damage level as a fourth plane when ``condition``."""
+
+    def __init__(self, pool, device, condition=False):
+        self.hr = torch.from_numpy(pool["hr"]).permute(0, 3, 1, 2).contiguous()
+        self.lr = torch.from_numpy(pool["lr"]).permute(0, 3, 1, 2).contiguous()
+        self.level = torch.from_numpy(pool["level"]).float()
+        self.device, self.condition = device, condition
+
+    def batch(self, n, generator):
+        """``(lr, hr)``: (n, 3 or 4, s/4, s/4) and (n, 3, s, s) float32 in [0, 1]."""
+        idx = torch.randint(0, len(self.hr), (n,), generator=generator)
+        k = int(torch.randint(0, 8, (1,), generator=generator))
+        lr, hr = self.lr[idx].float() / 255.0, self.hr[idx].float() / 255.0
+        if k & 4:
+            lr, hr = lr.flip(3), hr.flip(3)
+        lr, hr = torch.rot90(lr, k & 3, (2, 3)), torch.rot90(hr, k & 3, (2, 3))
+        if self.condition:
+            lr = torch.cat([lr, self.level[idx].view(n, 1, 1, 1).expand(n, 1, *lr.shape[-2:])], 1)
+        return lr.contiguous().to(self.device), hr.contiguous().to(self.device)

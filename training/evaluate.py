@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from imgapi import engine
+from imgapi import damage, engine
 from imgapi.config import Config
 from imgapi.store import ModelStore
 from imgapi.stylize import stylize
@@ -34,6 +34,19 @@ STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_CHANGE_LAYER = "relu3_3"
 SHIFT_PIXELS = 2  # half the style network's stride: where a lattice tied to its grid differs most
 SHIFT_BORDER = 16  # pixels of shift_change's comparison left out at the borders (reflection padding)
+
+
+def as_served(store, name):
+    """SR model ``name`` as the server runs it on a clean PNG: a conditioned one (``real``) gets the damage level
+    measured from the photo (``imgapi.damage``: no JPEG tables, so its noise alone) as a fourth plane."""
+    module = store.get(name).module
+    if store.entry(name).get("arch", {}).get("condition") != "damage":
+        return module
+
+    def run(x):
+        level = damage.level(None, damage.noise_sigma(x[0].permute(1, 2, 0).numpy() * 255))
+        return module(torch.cat([x, torch.full_like(x[:, :1], level)], 1))
+    return run
 
 
 @torch.inference_mode()
@@ -155,7 +168,7 @@ def sr_table(store, names, paths, per_image=False):
     lines = ["| model | Y-PSNR (dB) | bicubic | gain | SSIM | bicubic SSIM | detail | bicubic detail |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
-        rows = evaluate(store.get(name).module, paths)
+        rows = evaluate(as_served(store, name), paths)
         s = summary(rows)
         lines.append(f"| {name} | {s['psnr_y']:.2f} | {s['bicubic_psnr_y']:.2f} | {s['gain_db']:+.2f} | "
                      f"{s['ssim_y']:.4f} | {s['bicubic_ssim_y']:.4f} | {s['detail']:.2f} | "
@@ -185,27 +198,37 @@ def style_table(store, manifest, styles_dir, vgg_path, paths):
     return lines
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_args(p):
+    """The options every ``make eval`` table takes: the photos, the weights folder, the SR models, the VGG16."""
     p.add_argument("--data", default="data/sr/val", help="folder of held-out HR photos")
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights/)")
     p.add_argument("--models", nargs="*", default=None, help="SR models (default: every SR entry)")
-    p.add_argument("--styles-dir", default="data/styles", help="the style images (make data)")
     p.add_argument("--vgg", default="data/vgg16_hed.pt", help="the loss network (make data)")
+
+
+def open_models(args):
+    """``(store, manifest, SR names)`` of :func:`add_model_args`' options: the store serving reads them from."""
+    config = Config(weights_dir=Path(args.weights)) if args.weights else Config.from_env()
+    manifest = json.loads((config.weights_dir / "manifest.json").read_text())["models"]
+    names = args.models or [n for n, e in manifest.items() if e.get("kind") == "sr"]
+    return ModelStore(config), manifest, names
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(p)
+    p.add_argument("--styles-dir", default="data/styles", help="the style images (make data)")
     p.add_argument("--no-styles", action="store_true", help="only the SR table")
     p.add_argument("--per-image", action="store_true")
     p.add_argument("--sheet", default=None, help="also draw the SR comparison sheet to this PNG")
     args = p.parse_args(argv)
-    config = Config(weights_dir=Path(args.weights)) if args.weights else Config.from_env()
-    store = ModelStore(config)
-    manifest = json.loads((config.weights_dir / "manifest.json").read_text())["models"]
-    names = args.models or [n for n, e in manifest.items() if e.get("kind") == "sr"]
+    store, manifest, names = open_models(args)
     paths = list_images(args.data)
     print(f"{len(paths)} photos in {args.data}; Y channel, 4-px border, Pillow BICUBIC x4 LR; detail: "
           "gradient energy of the outputs / of the true images\n")
     print("\n".join(sr_table(store, names, paths, args.per_image)))
     if args.sheet:
-        sr_sheet([(n, store.get(n).module) for n in names], paths).save(args.sheet)
+        sr_sheet([(n, as_served(store, n)) for n in names], paths).save(args.sheet)
         print(f"\nSR comparison sheet -> {args.sheet}")
     if not args.no_styles:
         print(f"\nStyles on the same {len(paths)} photos: Gram distance to the painting over relu1_2..relu4_3, "

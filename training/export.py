@@ -45,7 +45,7 @@ def export_sr(net, path):
     last.shuffle, last.act = nn.Identity(), act
     fast.tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(fast.tail)), nn.PixelShuffle(2))
     fast = fast.to(memory_format=torch.channels_last)
-    probe = torch.rand(1, 3, 32, 32)
+    probe = torch.rand(1, net.head[0].in_channels, 32, 32)
     with torch.inference_mode():
         traced = torch.jit.trace(fast, probe, check_trace=False)
         diff = (traced(probe) - net(probe)).abs().max().item()
@@ -71,21 +71,27 @@ def _unfold_shuffle(weight, bias, r=2, k=9):
     return w, None if bias is None else bias[0::r * r].clone()
 
 
-def sr_from_state_dict(sd, consistency=0):
+def sr_from_state_dict(sd, consistency=0, condition=None):
     """The trainable ``SRResNet`` (eval mode, bicubic skip, ``consistency`` iterations of LR back-projection:
     a file's weights do not say how many it was exported with, its manifest ``arch`` does) holding a served SR
     file's weights.
 
     Its BatchNorm layers compute y = x (the statistics are folded into the convolutions): they must stay in
     eval mode when it is trained further (``training.train_sr`` freezes them), and the next export folds
-    them away again. Raises ValueError when ``sd`` is not an exported SRResNet."""
+    them away again. ``condition``: None keeps the file's input (three planes, or four with the damage level);
+    True gives a three-plane file the level's plane with zero weights. Raises ValueError when ``sd`` is not an
+    exported SRResNet."""
     # the back-projection's fixed kernel (a trace keeps it with the weights) is rebuilt by SRResNet
     sd = {k: v.detach().float().contiguous() for k, v in dict(sd).items() if not k.startswith("consistency.")}
     if "tail.0.0.weight" not in sd or "head.0.weight" not in sd:
         raise ValueError("not an exported SRResNet (no head.0 / factored tail.0.0 weights)")
     channels = sd["head.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in sd if k.startswith("body.")})
-    net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=True, consistency=consistency)
+    planes = sd["head.0.weight"].shape[1]
+    if condition and planes == 3:
+        sd["head.0.weight"] = torch.cat([sd["head.0.weight"], sd["head.0.weight"].new_zeros(channels, 1, 9, 9)], 1)
+    net = SRResNet(channels=channels, blocks=blocks, bicubic_skip=True, consistency=consistency,
+                   condition=bool(condition) or planes == 4)
     rows, cols = (SimpleNamespace(weight=sd.pop(f"tail.0.{i}.weight"), bias=sd.pop(f"tail.0.{i}.bias", None))
                   for i in (0, 1))
     folded_w, folded_b = unfactor_conv(rows, cols)

@@ -7,10 +7,13 @@ entry's kind (docs/training.md, "Promotion"):
 
 - ``sr``: the Y-PSNR gain over bicubic at least the shipped file's, and the detail figure at least as close
   to the true images' (1.0), both at ``make eval``'s two decimals;
+- ``sr`` with a damage input (``real``): on ``make eval``'s real-world table (``training.realworld``), the
+  deep-feature distance not higher (three decimals) and the Y-PSNR at most 0.1 dB lower;
 - ``style``: the Gram ratio to the painting not higher (three decimals), and the content change at most
   ``CONTENT_SLACK`` (5 %) above the shipped file's.
 
-An entry with no shipped file of its name has nothing to fall short of and is promoted; a kind with no rule
+An entry marked ``intermediate`` (the pixel phase a GAN started from) is left in the run unless ``--only``
+names it. An entry with no shipped file of its name has nothing to fall short of and is promoted; a kind with no rule
 here is refused unless forced. Only when every entry passes (or ``--force``) are the files copied into the
 weights folder (``file``, ``thumbnail`` and any ``files`` an entry lists, paths relative to the run folder)
 and the entries merged into its manifest, each with the entry it replaces as ``parent`` and a ``promoted``
@@ -35,6 +38,19 @@ def sr_rule(new, old):
     if round(abs(1 - new["detail"]), 2) > round(abs(1 - old["detail"]), 2):
         reasons.append(f"detail {new['detail']:.2f} is further from the true images' 1.00 than the shipped "
                        f"{old['detail']:.2f}")
+    return not reasons, reasons
+
+
+def real_rule(new, old):
+    """``(passed, reasons)`` for the ``real`` model on the real-world table (``training.realworld``): the
+    deep-feature distance not higher (three decimals), the Y-PSNR at most 0.1 dB lower."""
+    reasons = []
+    if round(new["feature_distance"], 3) > round(old["feature_distance"], 3):
+        reasons.append(f"real-world deep-feature distance {new['feature_distance']:.3f} is higher than the shipped "
+                       f"{old['feature_distance']:.3f}")
+    if new["psnr_y"] < old["psnr_y"] - 0.1:
+        reasons.append(f"real-world Y-PSNR {new['psnr_y']:.2f} dB is more than 0.1 dB under the shipped "
+                       f"{old['psnr_y']:.2f} dB")
     return not reasons, reasons
 
 
@@ -102,6 +118,13 @@ def figures(store, name, entry, args, cache):
     if entry.get("kind") in ("universal", "preset"):
         return universal_figures(store, name, entry, args)
     module = store.get(name).module
+    if entry.get("kind") == "sr" and entry.get("arch", {}).get("condition") == "damage":
+        from training import realworld
+        if "vgg" not in cache:
+            cache["vgg"] = load_vgg(args.vgg, torch.device("cpu"))
+        means, _, _ = realworld.measure([(name, realworld.sr_runner(module, True))], list_images(args.data),
+                                        cache["vgg"])
+        return dict(means[name], real_world=True)
     if entry.get("kind") == "sr":
         return summary(evaluate(module, list_images(args.data)))
     if entry.get("kind") == "style":
@@ -140,8 +163,8 @@ def judge(run, weights, args):
     run_store, shipped_store = ModelStore(Config(weights_dir=run)), ModelStore(Config(weights_dir=weights))
     shipped, cache, rows = read_models(weights), {}, []
     for name, entry in sorted(read_models(run).items()):
-        if args.only and name not in args.only:
-            continue
+        if (args.only and name not in args.only) or (entry.get("intermediate") and name not in args.only):
+            continue  # a run's intermediate (the real model's pixel phase) ships only when --only names it
         for f in entry_files(entry):
             if not (run / f).is_file():
                 raise SystemExit(f"{run / f} is missing: the run's manifest names it ({name})")
@@ -157,6 +180,8 @@ def judge(run, weights, args):
             rows.append((name, entry, new, old, False, [f"no promotion rule for kind {entry.get('kind')!r} "
                                                         f"(rules: {', '.join(RULES)}); --force ships it"]))
             continue
+        if new and new.get("real_world"):
+            rule = real_rule
         rows.append((name, entry, new, old, *rule(new, old)))
     if not rows:
         raise SystemExit(f"{run}/manifest.json has no entry to promote" + (f" named {args.only}" if args.only else ""))
@@ -171,6 +196,8 @@ def show(figs):
         return f"encoder weights {(figs['weights'] or '?')[:12]}"
     if "relu4_1" in figs:
         return "reconstruction " + ", ".join(f"{k} {v:.2f} dB" for k, v in figs.items() if k.startswith("relu"))
+    if "feature_distance" in figs:
+        return f"real-world Y-PSNR {figs['psnr_y']:.2f} dB, deep-feature distance {figs['feature_distance']:.3f}"
     if "gain_db" in figs:
         return f"Y-PSNR {figs['psnr_y']:.2f} dB (gain {figs['gain_db']:+.2f}), detail {figs['detail']:.2f}"
     return f"Gram ratio {figs['gram_ratio']:.3f}, content change {figs['content_change']:.3f}"

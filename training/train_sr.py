@@ -25,15 +25,14 @@ from tqdm import tqdm
 
 from model.consistency import LRConsistency
 from model.discriminator import Discriminator
-from training import distributed, recipes
+from training import degrade, distributed, recipes
 from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, hardware,
                              list_images, load_vgg, throwaway, update_ema)
 from training.checkpoints import build_sr_state, save_sr_checkpoint
 from training.data import seed_everything
-from training.export import export_sr
 from training.losses import add_sr_loss_args, describe_sr_loss, ragan, sr_generator_loss, sr_generator_terms
-from training.manifest import update_manifest
 from training.sheets import plot_curves
+from training.sr_entry import entry_name, register, served
 from training.validation import validate
 
 PHASES = ("srresnet", "srgan")
@@ -66,13 +65,15 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     and this project's additions), then the discriminator; returns the log. Under bf16 autocast every loss
     is computed in fp32."""
     dev = lr_img.device
+    # where the photo is smooth (the flat term) is read from the clean shrink when the input is degraded
+    clean_lr = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True) if args.degrade else lr_img
     with autocast(dev, precision):
         sr = g(lr_img)
         fake_logit = d(sr).float()
         real_logit = d(hr).float().detach()
         feats = vgg(torch.cat([sr, hr]), [args.percep_layer])[args.percep_layer].float() * FEATURE_SCALE
     f_sr, f_hr = feats.chunk(2)
-    terms = sr_generator_terms(sr, hr, lr_img, f_sr, f_hr, real_logit, fake_logit, args)
+    terms = sr_generator_terms(sr, hr, clean_lr, f_sr, f_hr, real_logit, fake_logit, args)
     loss = sr_generator_loss(terms, args)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -85,11 +86,6 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     loss_d.backward()
     opt_d.step()
     return dict(loss=loss.item(), **{k: v.item() for k, v in terms.items()}, loss_d=loss_d.item())
-
-
-def served(phase, state):
-    """The generator that ``phase`` validates and exports: SRGAN's moving average when it keeps one."""
-    return state["ema"] if phase == "srgan" and state.get("ema") is not None else state["g"]
 
 
 def parse_args(argv=None):
@@ -107,12 +103,15 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=24, help="LR patch side (HR is 4x)")
     p.add_argument("--lr", type=float, default=2e-4, help="SRResNet's peak Adam lr (SRGAN: half of it)")
     add_sr_loss_args(p)
+    degrade.add_degrade_args(p)
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--channels", type=int, default=64)
     add_machine_args(p)
     p.add_argument("--val-every", type=float, default=60.0, help="seconds between validations")
     p.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     p.add_argument("--out", default=None, help="where traced weights and manifest go (runs/<recipe>/)")
+    p.add_argument("--export-as", default=None,
+                   help="the GAN's manifest name and file (NAME.pt; the pixel phase's: NAME_pixel), not srgan")
     p.add_argument("--checkpoint-dir", default=None, help="(runs/<recipe>/checkpoints)")
     p.add_argument("--keep", action="store_true",
                    help="at every validation also write the served generator, traced, with its manifest entry, "
@@ -334,7 +333,7 @@ def report(args, state, out):
         return
     manifest = json.loads((out / "manifest.json").read_text())["models"]
     for phase in state["exported"]:
-        e = manifest[phase]
+        e = manifest[entry_name(phase, args)]
         print(f"{phase}: Y-PSNR {e['psnr_y']:.2f} dB, bicubic {e['bicubic_psnr_y']:.2f} dB, "
               f"gain {e['gain_db']:+.2f} dB, SSIM {e['ssim_y']:.4f} (bicubic {e['bicubic_ssim_y']:.4f}), "
               f"detail {e['detail']:.2f} (bicubic {e['bicubic_detail']:.2f})")
@@ -350,39 +349,6 @@ def finish(phase, args, state, val_paths, device, train_paths, budget_s):
     state["exported"][phase] = state["step"].get(phase, 0)
     save_sr_checkpoint(state, args)
     return entry
-
-
-def register(phase, args, state, val_paths, device, train_paths, budget_s, out=None, figures=None):
-    """Validate (unless ``figures`` are this generator's), trace and write ``phase``'s generator with its
-    manifest entry to ``out`` (``--out``)."""
-    g = served(phase, state)
-    projection = g.consistency.iterations if g.consistency is not None else 0
-    out = Path(out or args.out)
-    v = figures or validate(g, val_paths, device)
-    path = out / f"{phase}.pt"
-    export_sr(g, path)
-    setup = state["setup"].get(phase, {})
-    entry = dict(
-        file=path.name, kind="sr", scale=4,
-        arch=dict(net="SRResNet", channels=args.channels, blocks=args.blocks, bicubic_skip=True,
-                  **({"lr_consistency": projection} if projection else {})),
-        loss=describe_sr_loss(phase, args),
-        loss_segments=state["loss_segments"].get(phase, []),
-        training=dict(data=str(args.data), images=len(train_paths), steps=state["step"].get(phase, 0),
-                      minutes=round(state["elapsed"].get(phase, 0.0) / 60, 2),
-                      budget_minutes=round(budget_s / 60, 2), batch=args.batch,
-                      lr_patch=args.patch, seed=args.seed, ranks=state["job"].world,
-                      initialised_from=state["init_from"],
-                      hardware=setup.get("hardware", hardware(device)),
-                      precision=setup.get("precision", "fp32"), channels_last=setup.get("channels_last", False),
-                      step_seconds=setup.get("seconds", {}), torch=torch.__version__),
-        recipe=recipes.manifest_record(args.recipe_record, state["stretches"]),
-        validation=dict(images=[p.name for p in val_paths],
-                        protocol="Y (BT.601), 4px border, Pillow BICUBIC x4 LR; detail: gradient energy "
-                                 "of the outputs / of the true images"),
-        **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3),
-    )
-    return update_manifest(out, phase, entry)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ const MOD_KEY = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent
 const PAINTING_COPY_PIXELS = 1024 * 1024;
 // Room for the multipart envelope and the option fields, beside the two files, in a request's size estimate.
 const FORM_ENVELOPE_BYTES = 8192;
+// The SR models of POST /upscale, as the page names them; the checked radio of index.html is the default until
+// GET /health reports the server's (default_sr_model).
+const MODEL_NAMES = Object.freeze({ srgan: "SRGAN", srresnet: "SRResNet", real: "Real photo" });
+// The models that take the field denoise ("auto" or 0..1).
+const DENOISE_MODELS = ["real"];
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -27,6 +32,7 @@ const el = {
   viewport: $("viewport"), zoom: $("zoom"), limitNotice: $("limit-notice"), limitText: $("limit-text"), shrink: $("shrink-button"),
   taskUpscale: $("task-upscale"), taskStylize: $("task-stylize"),
   upscaleOptions: $("upscale-options"), stylizeOptions: $("stylize-options"), upscaleHint: $("upscale-size-hint"),
+  denoiseField: $("denoise-field"), denoiseAuto: $("denoise-auto"), denoise: $("denoise"), denoiseOut: $("denoise-out"),
   maxSide: $("max-side"), gallery: $("style-gallery"), strength: $("strength"), strengthOut: $("strength-out"), preserve: $("preserve-color"),
   ownCard: $("own-card"), styleOwn: $("style-own"), paintingInput: $("painting-input"), paintingThumb: $("painting-thumb"),
   paintingName: $("painting-name"), paintingNotice: $("painting-notice"), paintingNoticeText: $("painting-notice-text"),
@@ -49,6 +55,7 @@ const state = {
   limits: { ...DEFAULT_LIMITS },
   source: null,         // {file, name, base, type, bytes, width, height, url}
   styles: [],
+  modelChosen: false,   // the user picked a model: the server's default no longer replaces it
   controller: null,     // AbortController of the request in flight
   timer: 0,
   result: null,         // {objectUrl, width, height, ...}
@@ -235,6 +242,7 @@ async function loadHealth() {
     const where = state.apiBaseCustom ? ` · ${new URL(state.apiBase).host}` : "";
     setApiState(ready ? "ok" : "warn", (ready ? "API ready" : `API status: ${body.status}`) + where);
     el.apiState.title = models.length ? `${models.length} models known to the server` : "";
+    offerModels(body);
     if (!state.styles.length && el.gallery.querySelector(".is-error")) loadStyles(); // it has recovered
   } catch (err) {
     // Serving, but not ready (e.g. weights not there yet): say what the server says, and look again soon.
@@ -244,6 +252,21 @@ async function loadHealth() {
   }
   renderLimitsHint();
   validate();
+}
+
+/** The model choices after GET /health: those its manifest lacks are disabled (the API would answer 503
+ * model_missing), and the server's default is checked unless the user has picked one. */
+function offerModels(body) {
+  const known = body.models && typeof body.models === "object" ? Object.keys(body.models) : [];
+  const radios = Array.from(document.querySelectorAll('input[name="model"]'));
+  for (const radio of radios) {
+    radio.disabled = known.length > 0 && !known.includes(radio.value);
+    radio.closest(".choice").title = radio.disabled ? "Not deployed on this server" : "";
+  }
+  const fallback = radios.find((r) => r.value === body.default_sr_model && !r.disabled);
+  const checked = radios.find((r) => r.checked);
+  if ((!state.modelChosen || checked?.disabled) && fallback) fallback.checked = true;
+  else if (checked?.disabled) (radios.find((r) => !r.disabled) || checked).checked = true;
 }
 
 function renderLimitsHint() {
@@ -572,7 +595,10 @@ function showFrame(w, h) {
 // ---------------------------------------------------------------- task options and pre-checks
 
 const task = () => (el.taskStylize.checked ? "stylize" : "upscale");
-const model = () => document.querySelector('input[name="model"]:checked')?.value || "srgan";
+const model = () => document.querySelector('input[name="model"]:checked')?.value || "real";
+const modelName = (m) => MODEL_NAMES[m] || m;
+/** The denoise field: "auto" (measured by the server) or the slider's level, 0..1. */
+const denoise = () => (el.denoiseAuto.checked ? "auto" : Number(el.denoise.value).toFixed(2));
 const scale = () => Number(document.querySelector('input[name="scale"]:checked')?.value || 4);
 
 const maxSide = () => Number(el.maxSide.value) || 1024;
@@ -602,6 +628,9 @@ function validate() {
   el.upscaleOptions.hidden = t !== "upscale";
   el.stylizeOptions.hidden = t !== "stylize";
   el.strengthOut.textContent = `${Math.round(Number(el.strength.value) * 100)}%`;
+  el.denoiseField.hidden = !DENOISE_MODELS.includes(model());
+  el.denoise.disabled = el.denoiseAuto.checked;
+  el.denoiseOut.textContent = el.denoiseAuto.checked ? "Auto" : denoise();
   const busy = !!state.controller;
   el.run.textContent = busy ? (t === "upscale" ? "Upscaling…" : "Stylizing…")
     : t === "upscale" ? `Upscale ${scale()}×` : "Stylize";
@@ -764,6 +793,7 @@ function buildForm(t, s) {
   if (t === "upscale") {
     form.append("model", model());
     form.append("scale", String(scale()));
+    if (DENOISE_MODELS.includes(model())) form.append("denoise", denoise());
   } else {
     if (ownSelected()) form.append("style_image", state.painting.file, state.painting.name);
     else form.append("style", selectedStyleName());
@@ -775,7 +805,10 @@ function buildForm(t, s) {
 }
 
 function describeRun(t) {
-  if (t === "upscale") return `Upscaling ${scale()}× with ${model() === "srgan" ? "SRGAN" : "SRResNet"}…`;
+  if (t === "upscale") {
+    const level = DENOISE_MODELS.includes(model()) ? `, denoise ${el.denoiseAuto.checked ? "auto" : denoise()}` : "";
+    return `Upscaling ${scale()}× with ${modelName(model())}${level}…`;
+  }
   if (ownSelected()) return `Stylizing in the style of “${state.painting.name}”…`;
   return `Stylizing as “${selectedStyle()?.title || selectedStyleName()}”…`;
 }
@@ -939,8 +972,13 @@ async function showResult(r) {
   const server = Number.isFinite(r.json.elapsed_ms) ? `server ${fmtSeconds(r.json.elapsed_ms)}` : "";
   el.metaTime.replaceChildren(fmtSeconds(r.elapsed), small(server || "round trip"));
   if (r.task === "upscale") {
+    // real: the damage level it ran at, and whether the server measured it (with the JPEG quality it read)
+    const level = Number.isFinite(r.json.denoise)
+      ? `denoise ${r.json.denoise.toFixed(2)} ${r.json.denoise_source === "request" ? "(set)" : "(auto)"}` +
+        (Number.isFinite(r.json.jpeg_quality) ? ` · JPEG q${r.json.jpeg_quality}` : "") + " · "
+      : "";
     el.metaModel.replaceChildren(`${r.json.model || r.model} · ${r.scale}×`,
-      small(r.json.sha256 ? `weights ${r.json.sha256}` : "super-resolution"));
+      small(level + (r.json.sha256 ? `weights ${r.json.sha256}` : "super-resolution")));
   } else {
     const title = r.painting ? r.painting.name : r.style?.title || r.styleName;
     el.metaModel.replaceChildren(title, small((r.painting ? "your painting · " : "") + `strength ${Math.round(r.strength * 100)}%` +
@@ -1087,6 +1125,11 @@ function wire() {
   for (const input of document.querySelectorAll('input[name="task"], input[name="model"], input[name="scale"]')) {
     input.addEventListener("change", validate);
   }
+  for (const input of document.querySelectorAll('input[name="model"]')) {
+    input.addEventListener("change", () => { state.modelChosen = true; });
+  }
+  el.denoiseAuto.addEventListener("change", validate);
+  el.denoise.addEventListener("input", validate);
   el.strength.addEventListener("input", validate);
   el.maxSide.addEventListener("change", validate);
   el.shrink.addEventListener("click", () => useSmallerCopy(state.source)
