@@ -13,19 +13,12 @@ Another, ``consistency`` (off unless asked for): the output is back-projected on
 
 A third, ``condition`` (the ``real`` model): a fourth input plane, constant over the image, holds how damaged
 the photo is (``imgapi.damage.level``: 0 clean, 1 heavy JPEG or noise), so that one network cleans as hard as
-the photo needs (``with_level`` adds the plane).
+the photo needs (``imgapi.engine.with_level`` adds the plane).
 """
-import torch
 from torch import nn
 from torch.nn import functional as F
 
 from model.consistency import LRConsistency
-
-
-def with_level(x, level):
-    """``x`` ``(N, 3, H, W)`` with a fourth plane of ``level`` (a number, or one per image: ``(N,)``)."""
-    plane = torch.as_tensor(level, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-    return torch.cat([x, plane.expand(x.shape[0], 1, x.shape[2], x.shape[3])], 1)
 
 
 class ResidualBlock(nn.Module):

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from imgapi import engine
 from model.vgg import VGG16Features
 from tests.helpers import photo, run_manifest
 from training import losses, train_sr, validation
@@ -292,7 +293,7 @@ def test_the_real_model_trains_on_degraded_patches_and_takes_the_damage_level(tm
     net = torch.jit.load(str(tmp_path / "w" / "real.pt"))
     x = torch.rand(1, 3, 10, 12)
     with torch.inference_mode():
-        outs = [net(torch.cat([x, torch.full_like(x[:, :1], level)], 1)) for level in (0.0, 1.0)]
+        outs = [net(engine.with_level(x, level)) for level in (0.0, 1.0)]
     assert outs[0].shape == (1, 3, 40, 48) and torch.isfinite(outs[0]).all()
     # the level's plane was trained: the network answers it (it starts at zero weight for it)
     assert (outs[0] - outs[1]).abs().max() > 1e-4

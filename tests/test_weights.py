@@ -29,7 +29,7 @@ def conditioned(name):
 
 def at_level(module, level):
     """A conditioned SR module (``real``) run with its damage plane at ``level``, as a 3-channel SR module."""
-    return lambda x: module(torch.cat([x, torch.full_like(x[:, :1], level)], 1))
+    return lambda x: module(engine.with_level(x, level))
 
 
 def test_the_three_sr_models_are_shipped():

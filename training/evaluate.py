@@ -45,7 +45,7 @@ def as_served(store, name):
 
     def run(x):
         level = damage.level(None, damage.noise_sigma(x[0].permute(1, 2, 0).numpy() * 255))
-        return module(torch.cat([x, torch.full_like(x[:, :1], level)], 1))
+        return module(engine.with_level(x, level))
     return run
 
 

@@ -73,7 +73,7 @@ def sr_runner(module, conditioned, level=None):
         x = engine.to_tensor(rgb)
         if conditioned:
             lv = damage.measure(img, np.asarray(rgb))[0] if level is None else level
-            x = torch.cat([x, torch.full_like(x[:, :1], lv)], 1)
+            x = engine.with_level(x, lv)
         with torch.inference_mode(), engine.plain_execution():
             return np.asarray(engine.to_image(engine.forward_tiled(module, x, tile=0)))
     return run

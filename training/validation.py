@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from model.srresnet import with_level
+from imgapi import engine
 from training import metrics
 from training.common import list_images, load_vgg
 from training.data import load_rgb
@@ -31,7 +31,7 @@ def measure(net, images, device):
         hr, lr = metrics.degrade(img)
         x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
         if getattr(net, "condition", False):  # a clean shrink: damage level 0
-            x = with_level(x, 0.0)
+            x = engine.with_level(x, 0.0)
         y = net(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         hr_a, bic = np.asarray(hr), np.asarray(metrics.bicubic_up(lr))
         rows.append((metrics.psnr(y, hr_a), metrics.ssim(y, hr_a),
