@@ -82,11 +82,3 @@ def level(quality=None, sigma=0.0):
     from_jpeg = 0.0 if quality is None else (CLEAN_QUALITY - quality) / (CLEAN_QUALITY - WORST_QUALITY)
     from_noise = (sigma - NOISE_FLOOR) / (NOISE_CEILING - NOISE_FLOOR)
     return float(min(1.0, max(0.0, from_jpeg, from_noise)))
-
-
-def measure(img, rgb=None):
-    """``(level, quality, sigma)`` of an upload: ``img`` the PIL image as opened (for its JPEG tables),
-    ``rgb`` its decoded pixels (``(H, W, 3)``; by default ``img`` converted to RGB)."""
-    quality = jpeg_quality(img)
-    sigma = noise_sigma(np.asarray(img.convert("RGB")) if rgb is None else rgb)
-    return level(quality, sigma), quality, round(sigma, 2)

@@ -9,6 +9,7 @@ import torch
 from imgapi import engine
 from imgapi.config import ROOT, Config
 from imgapi.store import ModelStore, sha256_file
+from imgapi.store import conditioned as store_conditioned
 from tests.helpers import photo
 from training.evaluate import evaluate, summary
 
@@ -24,7 +25,7 @@ def store():
 
 
 def conditioned(name):
-    return MANIFEST[name].get("arch", {}).get("condition") == "damage"
+    return store_conditioned(MANIFEST[name])
 
 
 def at_level(module, level):

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from imgapi import damage, engine
 from imgapi.config import Config
-from imgapi.store import ModelStore
+from imgapi.store import ModelStore, conditioned
 from imgapi.stylize import stylize
 from training import metrics
 from training.common import FEATURE_SCALE, gram, list_images, load_vgg
@@ -40,7 +40,7 @@ def as_served(store, name):
     """SR model ``name`` as the server runs it on a clean PNG: a conditioned one (``real``) gets the damage level
     measured from the photo (``imgapi.damage``: no JPEG tables, so its noise alone) as a fourth plane."""
     module = store.get(name).module
-    if store.entry(name).get("arch", {}).get("condition") != "damage":
+    if not conditioned(store.entry(name)):
         return module
 
     def run(x):

@@ -113,12 +113,13 @@ def figures(store, name, entry, args, cache):
     import torch
     from PIL import Image
 
+    from imgapi.store import conditioned
     from training.common import list_images, load_vgg
     from training.evaluate import evaluate, style_figures, summary
     if entry.get("kind") in ("universal", "preset"):
         return universal_figures(store, name, entry, args)
     module = store.get(name).module
-    if entry.get("kind") == "sr" and entry.get("arch", {}).get("condition") == "damage":
+    if entry.get("kind") == "sr" and conditioned(entry):
         from training import realworld
         if "vgg" not in cache:
             cache["vgg"] = load_vgg(args.vgg, torch.device("cpu"))

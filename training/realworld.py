@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from imgapi import damage, engine
+from imgapi import engine, images
+from imgapi.store import conditioned as store_conditioned
 from training import metrics
 from training.common import list_images, load_vgg
 from training.evaluate import add_model_args, busiest_crop, open_models
@@ -72,7 +73,7 @@ def sr_runner(module, conditioned, level=None):
         rgb = img.convert("RGB")
         x = engine.to_tensor(rgb)
         if conditioned:
-            lv = damage.measure(img, np.asarray(rgb))[0] if level is None else level
+            lv = images.damage_level(data, rgb)[0] if level is None else level
             x = engine.with_level(x, lv)
         with torch.inference_mode(), engine.plain_execution():
             return np.asarray(engine.to_image(engine.forward_tiled(module, x, tile=0)))
@@ -95,7 +96,7 @@ def columns(store, manifest, names, threads, ablation=True):
     levels), the peer."""
     cols = [("bicubic", lambda data: np.asarray(metrics.bicubic_up(Image.open(io.BytesIO(data)).convert("RGB"))))]
     for name in names:
-        conditioned = manifest[name].get("arch", {}).get("condition") == "damage"
+        conditioned = store_conditioned(manifest[name])
         module = store.get(name).module
         cols.append((f"{name} (level measured)" if conditioned else name, sr_runner(module, conditioned)))
         if conditioned and ablation:
