@@ -176,3 +176,14 @@ def test_make_train_cpu_runs_the_recipes_with_the_budgets_given_and_promote_ship
     gpu = make_dry_run("train-gpu")
     assert "--recipe training/recipes/srgan.toml --device cuda" in gpu and "--minutes" not in gpu  # the recipes' own
     assert "training.promote runs/srgan --force" in make_dry_run("promote", "RUN=runs/srgan", "FORCE=1")
+
+
+def test_the_real_recipe_is_how_the_shipped_real_was_made():
+    real = train_sr.parse_args(["--recipe", str(RECIPES / "real.toml")])
+    entry = SHIPPED["real"]
+    assert real.degrade and real.condition and real.export_as == "real" and real.consistency == 0
+    made = entry["training"]["degradation"]
+    assert (real.pool, real.patch, real.seed) == (made["pool"], made["lr_patch"], made["seed"])
+    assert describe_sr_loss("srgan", real) == entry["loss_segments"][-1]["loss"]  # the GAN phase's loss
+    blend = blend_sr.parse_args(["--recipe", str(RECIPES / "real.toml")])
+    assert blend.name == "real" and blend.alpha == entry["blend"]["alpha"] and blend.psnr == "weights/srresnet.pt"

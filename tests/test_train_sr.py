@@ -297,3 +297,47 @@ def test_the_real_model_trains_on_degraded_patches_and_takes_the_damage_level(tm
     assert outs[0].shape == (1, 3, 40, 48) and torch.isfinite(outs[0]).all()
     # the level's plane was trained: the network answers it (it starts at zero weight for it)
     assert (outs[0] - outs[1]).abs().max() > 1e-4
+
+
+def test_the_unsharp_mask_crisps_edges_and_leaves_smooth_areas_alone():
+    """Real-ESRGAN's sharpened targets: a soft edge gets steeper with an overshoot on each side; a gentle
+    gradient far from it (its residual under the threshold) is left as it was."""
+    ramp = torch.linspace(0.3, 0.4, 128).view(1, 1, 1, 128).expand(1, 3, 128, 128).contiguous()
+    img = ramp.clone()
+    edge = torch.sigmoid((torch.arange(128.0) - 96) / 1.5).view(1, 1, 1, 128) * 0.4  # a soft edge at x = 96
+    img = img + edge
+    out = losses.usm_sharpen(img, weight=0.5)
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
+    steepest = lambda t: (t[..., 1:] - t[..., :-1]).abs()[..., 90:102].max()
+    assert steepest(out) > 1.2 * steepest(img)
+    assert out[0, 0, 64, 100:110].max() > img[0, 0, 64, 100:110].max() + 0.02  # the bright side overshoots
+    assert (out - img)[..., 8:-8, 8:48].abs().max() < 1e-3  # the smooth ramp, 50 px from the edge
+    assert torch.allclose(losses.usm_sharpen(img, weight=0.0), img, atol=1e-6)
+
+
+def test_the_feature_loss_takes_several_layers_each_on_conv4_3s_scale():
+    torch.manual_seed(0)
+    vgg = VGG16Features("conv4_3").eval()
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert losses.percep_layers("conv4_3") == {"conv4_3": 1.0}
+    several = losses.percep_layers("conv1_2:0.1,conv3_3:1")
+    assert several == {"conv1_2": 0.1, "conv3_3": 1.0}
+    with pytest.raises(ValueError, match="relu9_9"):
+        losses.percep_layers("relu9_9")
+    feats = vgg(torch.cat([a, b]), ["conv1_2", "conv3_3", "conv4_3"])
+    scaled = {k: v * losses.FEATURE_SCALE * losses.LAYER_SCALES[k] for k, v in feats.items()}
+    l1 = {k: torch.nn.functional.l1_loss(*v.chunk(2)) for k, v in scaled.items()}
+    # one layer: the loss the shipped srgan.pt was trained on, unchanged
+    assert torch.allclose(losses.feature_l1(vgg, a, b, {"conv4_3": 1.0}),
+                          torch.nn.functional.l1_loss(*(feats["conv4_3"] * losses.FEATURE_SCALE).chunk(2)))
+    assert torch.allclose(losses.feature_l1(vgg, a, b, several), 0.1 * l1["conv1_2"] + l1["conv3_3"])
+
+
+def test_a_gan_run_on_several_feature_layers_and_sharpened_targets_says_so(tmp_path):
+    args = tiny_gan_run(tmp_path)
+    train_sr.main(args + ["--minutes", "0.03", "--percep-layer", "conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1",
+                          "--sharpen", "0.5"])
+    entry = run_manifest(tmp_path / "w")["srgan"]
+    assert entry["training"]["steps"] > 0
+    assert entry["loss"].startswith("1 x VGG16 feature L1 (0.1 x conv1_2, 0.1 x conv2_2, 1 x conv3_3, 1 x conv4_3)"
+                                     " to targets sharpened by 0.5 x unsharp mask + ")

@@ -123,6 +123,9 @@ def parse_args(argv=None):
     p.add_argument("--crop", type=int, default=256, help="side of the centre crop of each selection photo")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS), help="weights of the GAN tried")
     p.add_argument("--alpha", type=float, default=None, help="this weight of the GAN, without a sweep")
+    p.add_argument("--via", default=None,
+                   help="the served file the GAN started from when that was itself fine-tuned from --psnr "
+                        "(a GAN-only run from an earlier run's pixel phase: runs/real_v1/real_pixel.pt)")
     p.add_argument("--detail", type=float, default=0.9,
                    help="the detail figure to keep (1: the true images' gradient energy; bicubic's is ~0.2)")
     p.add_argument("--val", default="data/sr/val", help="the validation photos the manifest reports")
@@ -161,7 +164,13 @@ def parents(args):
     if "blend" in gan_entry:
         raise SystemExit(f"{args.gan} is already a blend (alpha {gan_entry['blend']['alpha']}); "
                          f"give the GAN itself (--gan {gan_entry['blend']['gan']['kept_at']})")
-    if not lineage(gan_entry) & lineage(psnr_entry):
+    chain = lineage(gan_entry)
+    if args.via:  # the GAN started from an earlier run's file, itself fine-tuned from the PSNR generator
+        _, via_entry = load_entry(args.via)
+        if via_entry["sha256"][:12] not in chain:
+            raise SystemExit(f"{args.gan} did not start from {args.via}")
+        chain |= lineage(via_entry)
+    if not chain & lineage(psnr_entry):
         raise SystemExit("the GAN was not fine-tuned from the PSNR generator or from the file it started from "
                          f"(sha256 {sorted(lineage(gan_entry))} against {sorted(lineage(psnr_entry))})")
     return gan_entry, psnr_entry

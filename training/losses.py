@@ -25,6 +25,9 @@ from training.evaluate import STYLE_LAYERS
 STYLE_LAYER_WEIGHTS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
 CONTENT_LAYER = "relu2_2"
 SHIFT_MARGIN = 8  # pixels of the shift term's comparison left out at the borders (reflection padding, the seam)
+# conv4_3's mean |activation| (8.9 on the training photos, Caffe scale) over each layer's: a feature loss on
+# several layers puts each on conv4_3's scale (x FEATURE_SCALE), so their weights mean what Real-ESRGAN's do.
+LAYER_SCALES = {"conv1_2": 8.89 / 79.6, "conv2_2": 8.89 / 175.7, "conv3_3": 8.89 / 58.0, "conv4_3": 1.0}
 
 
 def ragan(real_logit, fake_logit, fake_is_real):
@@ -55,12 +58,61 @@ def flat_mask(lr_img, size, low=0.0032, high=0.006):
     return F.interpolate(w, size=size, mode="bilinear", align_corners=False)
 
 
-def sr_generator_terms(sr, hr, lr_img, f_sr, f_hr, real_logit, fake_logit, args):
-    """The SRGAN generator's terms, unweighted fp32 scalars: ``percep`` (VGG feature L1 of ``f_sr`` to
-    ``f_hr``), ``pixel``, ``lowpass``, ``texture`` and ``flat`` (zero when their weight is 0) and ``adv``.
-    ``sr``, ``hr``: (N, 3, 4h, 4w) in [0, 1]; ``lr_img``: the (N, 3, h, w) input."""
+def percep_layers(spec):
+    """``--percep-layer``'s layers and weights: ``"conv4_3"`` -> ``{"conv4_3": 1.0}``;
+    ``"conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1"`` (Real-ESRGAN's weights) -> that dict."""
+    layers = {}
+    for item in spec.split(","):
+        name, _, weight = item.strip().partition(":")
+        if name not in LAYER_SCALES:
+            raise ValueError(f"--percep-layer: {name!r} is not one of {', '.join(LAYER_SCALES)}")
+        layers[name] = float(weight or 1.0)
+    return layers
+
+
+def feature_l1(vgg, sr, target, layers):
+    """The weighted sum over ``layers`` (:func:`percep_layers`) of the L1 between the VGG16 features (before
+    the ReLU) of ``sr`` and ``target``, each layer on conv4_3's scale; an fp32 scalar. Call it under the
+    step's autocast."""
+    feats = vgg(torch.cat([sr, target]), list(layers))
+    total = 0.0
+    for name, weight in layers.items():
+        f_sr, f_hr = (feats[name].float() * (FEATURE_SCALE * LAYER_SCALES[name])).chunk(2)
+        total = total + weight * F.l1_loss(f_sr, f_hr.detach())
+    return total
+
+
+def usm_sharpen(img, weight=0.5, radius=50, threshold=10 / 255):
+    """Real-ESRGAN's unsharp mask of its training targets: ``img`` plus ``weight`` times its difference from a
+    Gaussian blur (OpenCV's sigma for a ``2 radius + 1`` kernel: 8 px), only where that difference is over
+    ``threshold`` (the mask itself blurred, so there are no seams): edges and texture get crisper, smooth
+    areas and their grain are left alone. ``img``: (N, 3, H, W) in [0, 1]; the result is clamped to it."""
+    radius = min(radius, img.shape[-1] - 1, img.shape[-2] - 1)
+    size = 2 * radius + 1
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    x = torch.arange(size, dtype=torch.float32, device=img.device) - radius
+    g = torch.exp(-x * x / (2 * sigma * sigma))
+    g = g / g.sum()
+
+    def blur(t):
+        c = t.shape[1]
+        t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
+        t = F.conv2d(t, g.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+        return F.conv2d(t, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+    img = img.float()
+    residual = img - blur(img)
+    soft = blur((residual.abs() > threshold).float())
+    sharp = (img + weight * residual).clamp(0, 1)
+    return soft * sharp + (1 - soft) * img
+
+
+def sr_generator_terms(sr, hr, lr_img, percep, real_logit, fake_logit, args):
+    """The SRGAN generator's terms, unweighted fp32 scalars: ``percep`` (given: :func:`feature_l1`),
+    ``pixel``, ``lowpass``, ``texture`` and ``flat`` (zero when their weight is 0) and ``adv``.
+    ``sr``, ``hr``: (N, 3, 4h, 4w) in [0, 1] (``hr``: the target, sharpened or not); ``lr_img``: the
+    (N, 3, h, w) input."""
     sr = sr.float()
-    terms = dict(percep=F.l1_loss(f_sr, f_hr.detach()), pixel=F.l1_loss(sr, hr))
+    terms = dict(percep=percep, pixel=F.l1_loss(sr, hr))
     # The colours of each 4x4 block (the LR pixel it came from): holds the GAN to the photo's tones and
     # colours, which the feature loss lets drift, without asking for smoothness inside the block.
     terms["lowpass"] = F.l1_loss(F.avg_pool2d(sr, 4), F.avg_pool2d(hr, 4))
@@ -88,7 +140,12 @@ def describe_sr_loss(phase, args):
     """The loss of ``phase`` with ``args``' weights, in words (the manifest's ``loss``)."""
     if phase == "srresnet":
         return "L1"
-    return (f"{args.percep_weight:g} x VGG16 {args.percep_layer} L1 + {args.pixel_weight:g} x pixel L1 + "
+    layers = percep_layers(args.percep_layer)
+    feature = (f"VGG16 {args.percep_layer} L1" if len(layers) == 1 and ":" not in args.percep_layer else
+               "VGG16 feature L1 (" + ", ".join(f"{w:g} x {n}" for n, w in layers.items()) + ")")
+    return (f"{args.percep_weight:g} x {feature}"
+            + (f" to targets sharpened by {args.sharpen:g} x unsharp mask" if getattr(args, "sharpen", 0) else "")
+            + f" + {args.pixel_weight:g} x pixel L1 + "
             + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
             + (f"{args.texture_weight:g} x 8x8 log gradient-amplitude L1 + " if args.texture_weight else "")
             + (f"{args.flat_weight:g} x pixel L1 where the LR is smooth + " if args.flat_weight else "")
@@ -103,7 +160,12 @@ def add_sr_loss_args(p):
     of the loss and drew a grid and a colour shift within 300 steps. The defaults are the shipped srgan.pt's
     (training/recipes/srgan.toml): a pixel L1 at a tenth of ESRGAN's balance, the adversarial term at 10x, the
     flat term and 3 back-projection iterations."""
-    p.add_argument("--percep-layer", default="conv4_3", help="VGG16 layer of the feature loss (before its ReLU)")
+    p.add_argument("--percep-layer", default="conv4_3",
+                   help="VGG16 layer of the feature loss (before its ReLU), or layers with weights: "
+                        "conv1_2:0.1,conv2_2:0.1,conv3_3:1,conv4_3:1 (each on conv4_3's scale)")
+    p.add_argument("--sharpen", type=float, default=0.0,
+                   help="SRGAN: the pixel and feature terms' targets get this much unsharp mask (Real-ESRGAN: "
+                        "0.5; usm_sharpen); the discriminator sees the true photo (0: none)")
     p.add_argument("--percep-weight", type=float, default=1.0, help="SRGAN: VGG feature L1 weight")
     p.add_argument("--pixel-weight", type=float, default=0.01, help="SRGAN: pixel L1 weight")
     p.add_argument("--lowpass-weight", type=float, default=1.0,

@@ -91,9 +91,9 @@ def peer_runner(threads):
     return lambda data: realesrgan_x4(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), threads=threads)
 
 
-def columns(store, manifest, names, threads, ablation=True):
+def columns(store, manifest, names, threads, ablation=True, peer=True):
     """``[(label, upscale)]``: bicubic, each SR model of ``names`` (``real`` also at the ablation's fixed
-    levels), the peer."""
+    levels, with ``ablation``), the peer (with ``peer``)."""
     cols = [("bicubic", lambda data: np.asarray(metrics.bicubic_up(Image.open(io.BytesIO(data)).convert("RGB"))))]
     for name in names:
         conditioned = store_conditioned(manifest[name])
@@ -101,9 +101,9 @@ def columns(store, manifest, names, threads, ablation=True):
         cols.append((f"{name} (level measured)" if conditioned else name, sr_runner(module, conditioned)))
         if conditioned and ablation:
             cols += [(f"{name} at level {lv:g}", sr_runner(module, True, lv)) for lv in ABLATION_LEVELS]
-    peer = peer_runner(threads)
-    if peer is not None:
-        cols.append(("Real-ESRGAN x4plus (peer)", peer))
+    run_peer = peer_runner(threads) if peer else None
+    if run_peer is not None:
+        cols.append(("Real-ESRGAN x4plus (peer)", run_peer))
     return cols
 
 
@@ -161,13 +161,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2, help="the peer's threads")
     p.add_argument("--sheet", default=None, help="also draw the side-by-side sheet to this PNG")
     p.add_argument("--json", default=None, help="also write the means to this JSON file")
+    p.add_argument("--no-peer", action="store_true", help="leave the peer out (choosing among snapshots: fast)")
+    p.add_argument("--no-ablation", action="store_true", help="leave out the fixed-level rows")
     args = p.parse_args(argv)
     store, manifest, names = open_models(args)
     paths = list_images(args.data)
     print(f"\nThe real-world table: {len(paths)} photos of {args.data}, shrunk 4x (Pillow BICUBIC), sigma "
           f"{NOISE_SIGMA:g} noise on every other one, JPEG quality {', '.join(map(str, QUALITIES))} in turn "
           "(docs/data.md); deep-feature distance: VGG16 relu1_2..relu4_3, unit-normalised, lower is closer\n")
-    cols = columns(store, manifest, names, args.threads)
+    cols = columns(store, manifest, names, args.threads, ablation=not args.no_ablation, peer=not args.no_peer)
     means, outputs, truths = measure(cols, paths, load_vgg(args.vgg, torch.device("cpu")))
     print("\n".join(table(means)))
     if args.json:

@@ -25,12 +25,14 @@ from tqdm import tqdm
 
 from model.consistency import LRConsistency
 from model.discriminator import Discriminator
+from model.vgg import layer_names
 from training import degrade, distributed, recipes
-from training.common import (FEATURE_SCALE, add_machine_args, autocast, choose_precision, cosine_lr, hardware,
+from training.common import (add_machine_args, autocast, choose_precision, cosine_lr, hardware,
                              list_images, load_vgg, throwaway, update_ema)
 from training.checkpoints import build_sr_state, save_sr_checkpoint
 from training.data import seed_everything
-from training.losses import add_sr_loss_args, describe_sr_loss, ragan, sr_generator_loss, sr_generator_terms
+from training.losses import (add_sr_loss_args, describe_sr_loss, feature_l1, percep_layers, ragan, sr_generator_loss,
+                             sr_generator_terms, usm_sharpen)
 from training.sheets import plot_curves
 from training.sr_entry import entry_name, register, served
 from training.validation import validate
@@ -67,13 +69,13 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     dev = lr_img.device
     # where the photo is smooth (the flat term) is read from the clean shrink when the input is degraded
     clean_lr = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True) if args.degrade else lr_img
+    target = usm_sharpen(hr, args.sharpen) if args.sharpen else hr  # the discriminator sees the true photo
     with autocast(dev, precision):
         sr = g(lr_img)
         fake_logit = d(sr).float()
         real_logit = d(hr).float().detach()
-        feats = vgg(torch.cat([sr, hr]), [args.percep_layer])[args.percep_layer].float() * FEATURE_SCALE
-    f_sr, f_hr = feats.chunk(2)
-    terms = sr_generator_terms(sr, hr, clean_lr, f_sr, f_hr, real_logit, fake_logit, args)
+        percep = feature_l1(vgg, sr, target, percep_layers(args.percep_layer))
+    terms = sr_generator_terms(sr, target, clean_lr, percep, real_logit, fake_logit, args)
     loss = sr_generator_loss(terms, args)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -260,7 +262,7 @@ def start_gan(args, state, device, resumed):
     if args.consistency:  # SRGAN's generator ends in the back-projection (weightless); SRResNet's does not
         g.consistency = LRConsistency(args.consistency).to(device)
     d = Discriminator().to(device)
-    state.update(d=d, vgg=load_vgg(args.vgg, device, last=args.percep_layer),
+    state.update(d=d, vgg=load_vgg(args.vgg, device, last=max(percep_layers(args.percep_layer), key=layer_names().index)),
                  opt_srgan=torch.optim.Adam(g.parameters(), args.lr / 2, betas=(0.9, 0.99)),
                  opt_d=torch.optim.Adam(d.parameters(), args.lr / 2, betas=(0.9, 0.99)))
     if resumed is not None and "d" in resumed:
