@@ -341,3 +341,10 @@ def test_a_gan_run_on_several_feature_layers_and_sharpened_targets_says_so(tmp_p
     assert entry["training"]["steps"] > 0
     assert entry["loss"].startswith("1 x VGG16 feature L1 (0.1 x conv1_2, 0.1 x conv2_2, 1 x conv3_3, 1 x conv4_3)"
                                      " to targets sharpened by 0.5 x unsharp mask + ")
+
+
+def test_a_bad_feature_layer_is_refused_before_any_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_sr.parse_args(tiny_sr_run(tmp_path) + ["--percep-layer", "conv3_3:1,pool9:0.1"])
+    assert "'pool9' is not one of conv1_2, conv2_2, conv3_3, conv4_3" in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists()

@@ -74,7 +74,7 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
         sr = g(lr_img)
         fake_logit = d(sr).float()
         real_logit = d(hr).float().detach()
-        percep = feature_l1(vgg, sr, target, percep_layers(args.percep_layer))
+        percep = feature_l1(vgg, sr, target, args.percep_layers)
     terms = sr_generator_terms(sr, target, clean_lr, percep, real_logit, fake_logit, args)
     loss = sr_generator_loss(terms, args)
     opt.zero_grad(set_to_none=True)
@@ -120,6 +120,10 @@ def parse_args(argv=None):
                         "to CHECKPOINT_DIR/kept/PHASE-stepN/ (a weights folder: pick the best step afterwards)")
     p.add_argument("--docs", default=None, help="where the curves PNG goes (runs/<recipe>/)")
     args = recipes.parse_args(p, argv)
+    try:  # a bad feature layer is refused now, not when the GAN phase starts after the pixel phase's hour
+        args.percep_layers = percep_layers(args.percep_layer)
+    except ValueError as e:
+        p.error(str(e))
     run = recipes.run_folder(args, "sr")
     args.out = args.out or str(run)
     args.checkpoint_dir = args.checkpoint_dir or str(run / "checkpoints")
@@ -262,7 +266,8 @@ def start_gan(args, state, device, resumed):
     if args.consistency:  # SRGAN's generator ends in the back-projection (weightless); SRResNet's does not
         g.consistency = LRConsistency(args.consistency).to(device)
     d = Discriminator().to(device)
-    state.update(d=d, vgg=load_vgg(args.vgg, device, last=max(percep_layers(args.percep_layer), key=layer_names().index)),
+    deepest = max(args.percep_layers, key=layer_names().index)
+    state.update(d=d, vgg=load_vgg(args.vgg, device, last=deepest),
                  opt_srgan=torch.optim.Adam(g.parameters(), args.lr / 2, betas=(0.9, 0.99)),
                  opt_d=torch.optim.Adam(d.parameters(), args.lr / 2, betas=(0.9, 0.99)))
     if resumed is not None and "d" in resumed:
