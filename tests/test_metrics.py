@@ -46,3 +46,28 @@ def test_ssim_on_y_matches_scikit_image(noise, seed):
                                      sigma=1.5, use_sample_covariance=False)
     assert metrics.ssim(a, b, crop_border=BORDER, test_y_channel=True) == pytest.approx(expected, abs=1e-6)
     assert metrics.ssim(a, a) == pytest.approx(1.0)
+
+
+def _smooth_photo(side=128, seed=0):
+    """A photo-like picture without a grid: the test photo, blurred."""
+    from PIL import ImageFilter
+    return np.asarray(photo(side, side, seed).filter(ImageFilter.GaussianBlur(2)))
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (1, 2), (3, 1)])
+def test_the_grid_figure_finds_a_dot_grid_of_4px_blocks_wherever_the_picture_starts(shift):
+    clean = _smooth_photo()
+    checker = np.where((np.add.outer(np.arange(128), np.arange(128)) // 2) % 2 == 0, 2.0, -2.0)  # period 4, +-2
+    gridded = np.clip(clean + np.roll(checker, shift, (0, 1))[..., None], 0, 255).astype(np.uint8)
+    assert metrics.grid_amplitude(clean) < 0.1
+    assert metrics.grid_amplitude(gridded) == pytest.approx(2.0 * 219 / 255, rel=0.1)  # +-2 on RGB is +-1.72 on Y
+
+
+def test_the_grid_figure_tells_a_nearest_neighbour_upscale_from_a_bicubic_one():
+    from PIL import Image
+    small = Image.fromarray(_smooth_photo(32, seed=1))
+    blocky = np.asarray(small.resize((128, 128), Image.NEAREST))
+    smooth = np.asarray(small.resize((128, 128), Image.BICUBIC))
+    assert metrics.grid_amplitude(blocky) > 5 * metrics.grid_amplitude(smooth)
+    with pytest.raises(ValueError, match="too small"):
+        metrics.grid_amplitude(blocky[:10, :10])

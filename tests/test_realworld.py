@@ -1,6 +1,7 @@
 """make eval's real-world table (training/realworld.py): the protocol's uploads, the deep-feature distance, and
 the table itself on tiny weights with a random VGG16 (the peer is left out: it is the bench's requirement)."""
 import io
+import json
 
 import numpy as np
 import torch
@@ -51,7 +52,10 @@ def test_the_table_measures_every_model_beside_bicubic_and_the_ablation_only_whe
     out = capsys.readouterr().out
     rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == ["bicubic", "real (level measured)", "real at level 0", "real at level 0.5", "real at level 1",
-                        "srresnet"]
+                        "srresnet", "true photo"]
+    means = json.loads((tmp_path / "t.json").read_text())
+    assert set(means["srresnet"]) == {"psnr_y", "feature_distance", "grid"} and set(means["true photo"]) == {"grid"}
+    assert means["bicubic"]["grid"] < 0.5 and means["true photo"]["grid"] < 0.5  # smooth pictures draw no grid
     assert "Real-ESRGAN" not in out
     sheet = Image.open(tmp_path / "s.png")  # upload, bicubic, real, srresnet, the true photo; no ablation
     assert sheet.size == (5 * 128, 18 + 2 * 128)

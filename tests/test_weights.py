@@ -64,10 +64,11 @@ def test_srresnet_beats_bicubic(store):
     assert s["gain_db"] > 0.1
 
 
-def test_real_keeps_within_a_db_of_srresnet_on_clean_photos_and_answers_its_damage_level(store):
+def test_real_keeps_within_a_db_of_srresnet_on_clean_photos_draws_no_dot_grid_and_answers_its_damage_level(store):
     real = store.get("real").module
     clean = summary(evaluate(at_level(real, 0.0), sorted(VAL.glob("*.png"))))
     assert clean["psnr_y"] >= MANIFEST["srresnet"]["psnr_y"] - 1.0 and clean["gain_db"] > 0
+    assert clean["grid"] <= clean["true_grid"] + 0.05  # no more 4-px grid than the true photos have
     x = engine.to_tensor(photo(24, 20, seed=2))
     with torch.inference_mode():
         a, b = at_level(real, 0.0)(x), at_level(real, 1.0)(x)

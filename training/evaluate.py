@@ -51,8 +51,8 @@ def as_served(store, name):
 
 @torch.inference_mode()
 def evaluate(net, paths):
-    """Per-image rows ``(name, psnr, ssim, bicubic psnr, bicubic ssim, energy, bicubic energy, true energy)``
-    for ``net`` on ``paths``."""
+    """Per-image rows ``(name, psnr, ssim, bicubic psnr, bicubic ssim, energy, bicubic energy, true energy, grid,
+    bicubic grid, true grid)`` for ``net`` on ``paths`` (grid: :func:`training.metrics.grid_amplitude`)."""
     rows = []
     for p in paths:
         hr, lr = metrics.degrade(Image.open(p).convert("RGB"))
@@ -60,17 +60,19 @@ def evaluate(net, paths):
         hr_a, bic = np.asarray(hr), np.asarray(metrics.bicubic_up(lr))
         rows.append((Path(p).name, metrics.psnr(sr, hr_a), metrics.ssim(sr, hr_a),
                      metrics.psnr(bic, hr_a), metrics.ssim(bic, hr_a), metrics.gradient_energy(sr),
-                     metrics.gradient_energy(bic), metrics.gradient_energy(hr_a)))
+                     metrics.gradient_energy(bic), metrics.gradient_energy(hr_a), metrics.grid_amplitude(sr),
+                     metrics.grid_amplitude(bic), metrics.grid_amplitude(hr_a)))
     return rows
 
 
 def summary(rows):
     """Means of :func:`evaluate`'s rows; ``detail`` is the summed energy over the true images'."""
-    m = np.mean([r[1:5] for r in rows], axis=0)
+    m = np.mean([r[1:5] + r[8:11] for r in rows], axis=0)
     energy = np.sum([r[5:8] for r in rows], axis=0)
     return dict(psnr_y=float(m[0]), ssim_y=float(m[1]), bicubic_psnr_y=float(m[2]),
                 bicubic_ssim_y=float(m[3]), gain_db=float(m[0] - m[2]),
-                detail=float(energy[0] / energy[2]), bicubic_detail=float(energy[1] / energy[2]))
+                detail=float(energy[0] / energy[2]), bicubic_detail=float(energy[1] / energy[2]),
+                grid=float(m[4]), bicubic_grid=float(m[5]), true_grid=float(m[6]))
 
 
 def busiest_crop(hr, side):
@@ -165,18 +167,19 @@ def style_figures(module, vgg, style_img, style_size, photos):
 
 
 def sr_table(store, names, paths, per_image=False):
-    lines = ["| model | Y-PSNR (dB) | bicubic | gain | SSIM | bicubic SSIM | detail | bicubic detail |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | Y-PSNR (dB) | bicubic | gain | SSIM | bicubic SSIM | detail | bicubic detail | grid | "
+             "true grid |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         rows = evaluate(as_served(store, name), paths)
         s = summary(rows)
         lines.append(f"| {name} | {s['psnr_y']:.2f} | {s['bicubic_psnr_y']:.2f} | {s['gain_db']:+.2f} | "
                      f"{s['ssim_y']:.4f} | {s['bicubic_ssim_y']:.4f} | {s['detail']:.2f} | "
-                     f"{s['bicubic_detail']:.2f} |")
+                     f"{s['bicubic_detail']:.2f} | {s['grid']:.2f} | {s['true_grid']:.2f} |")
         if per_image:
             for r in rows:
                 lines.append(f"|   {r[0]} | {r[1]:.2f} | {r[3]:.2f} | {r[1] - r[3]:+.2f} | {r[2]:.4f} | "
-                             f"{r[4]:.4f} | {r[5] / r[7]:.2f} | {r[6] / r[7]:.2f} |")
+                             f"{r[4]:.4f} | {r[5] / r[7]:.2f} | {r[6] / r[7]:.2f} | {r[8]:.2f} | {r[10]:.2f} |")
     return lines
 
 
@@ -225,7 +228,8 @@ def main(argv=None):
     store, manifest, names = open_models(args)
     paths = list_images(args.data)
     print(f"{len(paths)} photos in {args.data}; Y channel, 4-px border, Pillow BICUBIC x4 LR; detail: "
-          "gradient energy of the outputs / of the true images\n")
+          "gradient energy of the outputs / of the true images; grid: the 4-px dot grid's amplitude in Y levels "
+          "(training.metrics.grid_amplitude; a true photo's is the floor)\n")
     print("\n".join(sr_table(store, names, paths, args.per_image)))
     if args.sheet:
         sr_sheet([(n, as_served(store, n)) for n in names], paths).save(args.sheet)

@@ -89,3 +89,28 @@ def gradient_energy(img, crop_border=4):
     if crop_border:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
     return float(np.mean(np.diff(y, axis=1) ** 2) + np.mean(np.diff(y, axis=0) ** 2))
+
+
+def grid_amplitude(img, period=4, crop_border=4):
+    """How strongly an ``HxWx3`` uint8 RGB picture repeats a pattern tied to a ``period``-px grid, in Y levels.
+
+    A 4x network that ends in sub-pixel convolutions can draw the same small offset at each of the 16 positions
+    of every 4x4 output block: a dot grid over skies and grass (the checkerboard of Aitken et al. 2017). Each
+    pixel's high-frequency part (Y minus the mean of the ``period`` x ``period`` box around it, which removes
+    any pattern of that period exactly) is averaged over all pixels at the same position in the grid; the
+    figure is the RMS of those ``period ** 2`` means about their mean. Image content averages out, a grid does
+    not: a true photo scores a few tenths of a level at most (more where it was itself saved as JPEG), and a
+    grid of amplitude ``a`` adds about ``a``."""
+    y = rgb_to_y(img)
+    c = np.pad(np.cumsum(np.cumsum(y, 0), 1), ((1, 0), (1, 0)))
+    p, half = period, period // 2
+    box = (c[p:, p:] - c[:-p, p:] - c[p:, :-p] + c[:-p, :-p]) / p ** 2  # box[i, j]: mean of y[i:i+p, j:j+p]
+    high = y[half:half + box.shape[0], half:half + box.shape[1]] - box  # high[i, j] belongs to y[i+half, j+half]
+    start = max(crop_border - half, 0)
+    start += (-(start + half)) % p  # the first row and column at grid position 0 of the picture
+    high = high[start:, start:]
+    rows, cols = high.shape[0] // p * p, high.shape[1] // p * p
+    if rows - 2 * p < 0 or cols - 2 * p < 0:
+        raise ValueError(f"a picture of {img.shape[1]}x{img.shape[0]} is too small for a {p}-px grid figure")
+    means = high[:rows, :cols].reshape(rows // p, p, cols // p, p).mean(axis=(0, 2))
+    return float(np.sqrt(np.mean((means - means.mean()) ** 2)))

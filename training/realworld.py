@@ -10,7 +10,9 @@ the true photo:
 * the deep-feature distance: VGG16 (the project's loss network) features relu1_2, relu2_2, relu3_3, relu4_3,
   each unit-normalised across channels at every position, the squared difference averaged over positions,
   then over the four layers (Zhang et al. 2018 found such distances follow human judgement of image
-  similarity far better than PSNR; this is the untrained version of their measure, not "LPIPS").
+  similarity far better than PSNR; this is the untrained version of their measure, not "LPIPS");
+* the grid: the amplitude of a dot grid tied to the 4x4 output blocks, in Y levels
+  (:func:`training.metrics.grid_amplitude`), beside the true photos' (the floor).
 
 ``real`` runs as the server runs it, its damage level measured from the upload (``imgapi.damage``); the
 ablation rows give it fixed levels instead. The peer, Real-ESRGAN x4plus (``bench.peers.realesrgan_x4``,
@@ -108,7 +110,8 @@ def columns(store, manifest, names, threads, ablation=True, peer=True):
 
 
 def measure(cols, paths, vgg):
-    """``{label: {"psnr_y", "feature_distance"}}`` (means over ``paths``) and the outputs ``{label: [array]}``."""
+    """``{label: {"psnr_y", "feature_distance", "grid"}}`` (means over ``paths``; the true photos' grid under
+    ``"true photo"``) and the outputs ``{label: [array]}``."""
     figures, outputs, truths = {label: [] for label, _ in cols}, {label: [] for label, _ in cols}, []
     for i, p in enumerate(paths):
         hr, data = upload(Image.open(p).convert("RGB"), i)
@@ -117,21 +120,29 @@ def measure(cols, paths, vgg):
         for label, run in cols:
             out = run(data)
             outputs[label].append(out)
-            figures[label].append((metrics.psnr(out, true), feature_distance(vgg, out, true)))
+            figures[label].append((metrics.psnr(out, true), feature_distance(vgg, out, true),
+                                   metrics.grid_amplitude(out)))
     means = {label: dict(psnr_y=float(np.mean([r[0] for r in rows])),
-                         feature_distance=float(np.mean([r[1] for r in rows]))) for label, rows in figures.items()}
+                         feature_distance=float(np.mean([r[1] for r in rows])),
+                         grid=float(np.mean([r[2] for r in rows]))) for label, rows in figures.items()}
+    means["true photo"] = dict(grid=float(np.mean([metrics.grid_amplitude(t) for t in truths])))
     return means, outputs, truths
 
 
 def table(means, peer_label="Real-ESRGAN x4plus (peer)"):
-    """Markdown lines of :func:`measure`'s means, with each row's distance as a ratio to the peer's."""
+    """Markdown lines of :func:`measure`'s means, with each row's distance as a ratio to the peer's; the true
+    photos' row has only its grid."""
     peer = means.get(peer_label)
     bicubic = means["bicubic"]["psnr_y"]
-    lines = ["| model | Y-PSNR (dB) | vs bicubic | deep-feature distance | / peer's |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| model | Y-PSNR (dB) | vs bicubic | deep-feature distance | / peer's | grid |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for label, m in means.items():
+        if "psnr_y" not in m:
+            lines.append(f"| {label} | - | - | - | - | {m['grid']:.2f} |")
+            continue
         ratio = f"{m['feature_distance'] / peer['feature_distance']:.2f}" if peer else "-"
         lines.append(f"| {label} | {m['psnr_y']:.2f} | {m['psnr_y'] - bicubic:+.2f} | {m['feature_distance']:.4f} | "
-                     f"{ratio} |")
+                     f"{ratio} | {m['grid']:.2f} |")
     return lines
 
 
@@ -168,7 +179,8 @@ def main(argv=None):
     paths = list_images(args.data)
     print(f"\nThe real-world table: {len(paths)} photos of {args.data}, shrunk 4x (Pillow BICUBIC), sigma "
           f"{NOISE_SIGMA:g} noise on every other one, JPEG quality {', '.join(map(str, QUALITIES))} in turn "
-          "(docs/data.md); deep-feature distance: VGG16 relu1_2..relu4_3, unit-normalised, lower is closer\n")
+          "(docs/data.md); deep-feature distance: VGG16 relu1_2..relu4_3, unit-normalised, lower is closer; grid: "
+          "the 4-px dot grid's amplitude in Y levels\n")
     cols = columns(store, manifest, names, args.threads, ablation=not args.no_ablation, peer=not args.no_peer)
     means, outputs, truths = measure(cols, paths, load_vgg(args.vgg, torch.device("cpu")))
     print("\n".join(table(means)))
