@@ -11,10 +11,16 @@ starts exactly at bicubic quality, which matters when the training budget is min
 Another, ``consistency`` (off unless asked for): the output is back-projected onto the input
 (``model.consistency.LRConsistency``), so that shrunk again it gives back the photo it was made from.
 
+The sub-pixel convolutions start from ICNR (Aitken et al. 2017, "Checkerboard artifact free sub-pixel
+convolution"): the four kernels that feed each 2x2 block of a pixel shuffle start equal, so an untrained
+network upsamples as nearest-neighbour does and draws no dot grid; training starts from there. (The shipped
+``srresnet.pt`` was trained before this initialisation; its descendants are fine-tuned from it.)
+
 A third, ``condition`` (the ``real`` model): a fourth input plane, constant over the image, holds how damaged
 the photo is (``imgapi.damage.level``: 0 clean, 1 heavy JPEG or noise), so that one network cleans as hard as
 the photo needs (``imgapi.engine.with_level`` adds the plane).
 """
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,12 +42,24 @@ class ResidualBlock(nn.Module):
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
 
 
+def icnr_(conv, scale=2):
+    """ICNR: give ``conv`` (followed by ``PixelShuffle(scale)``) the default initialisation of a convolution
+    with ``scale ** 2`` times fewer outputs, each kernel and bias repeated for the ``scale ** 2`` positions it
+    feeds (PixelShuffle takes output channel ``c * scale ** 2 + k`` to channel ``c``, position ``k``)."""
+    r2 = scale ** 2
+    sub = nn.Conv2d(conv.in_channels, conv.out_channels // r2, conv.kernel_size, padding=conv.padding)
+    with torch.no_grad():
+        conv.weight.copy_(sub.weight.repeat_interleave(r2, dim=0))
+        conv.bias.copy_(sub.bias.repeat_interleave(r2, dim=0))
+
+
 class UpsampleBlock(nn.Module):
-    """conv3x3 to 4x the channels, PixelShuffle(2), PReLU: doubles height and width."""
+    """conv3x3 to 4x the channels, PixelShuffle(2), PReLU: doubles height and width. ICNR-initialised."""
 
     def __init__(self, channels=64):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels * 4, 3, padding=1)
+        icnr_(self.conv, 2)
         self.shuffle = nn.PixelShuffle(2)
         self.act = nn.PReLU(channels)
 

@@ -348,3 +348,31 @@ def test_a_bad_feature_layer_is_refused_before_any_training(tmp_path, capsys):
         train_sr.parse_args(tiny_sr_run(tmp_path) + ["--percep-layer", "conv3_3:1,pool9:0.1"])
     assert "'pool9' is not one of conv1_2, conv2_2, conv3_3, conv4_3" in capsys.readouterr().err
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_untrained_generator_draws_no_dot_grid_thanks_to_icnr(seed, monkeypatch):
+    """The sub-pixel convolutions start ICNR-initialised (model.srresnet.icnr_): on a smooth photo the untrained
+    network's 4x picture has no 4-px grid, where the default initialisation of the same network draws one."""
+    import numpy as np
+    from PIL import ImageFilter
+
+    from model import srresnet
+    from training.metrics import grid_amplitude
+
+    x = engine.to_tensor(photo(40, 40, seed=1).filter(ImageFilter.GaussianBlur(2)))
+
+    def grid():
+        torch.manual_seed(seed)
+        net = srresnet.SRResNet(channels=8, blocks=2).eval()
+        torch.nn.init.normal_(net.tail.weight, std=0.02)  # not the identity-over-bicubic start
+        conv = net.upsample[0].conv.weight  # PixelShuffle's four positions of channel 0 share one kernel
+        same = all(torch.equal(conv[0], conv[k]) for k in range(1, 4))
+        with torch.inference_mode():
+            return same, grid_amplitude(np.asarray(engine.to_image(net(x))))
+
+    same, icnr = grid()
+    monkeypatch.setattr(srresnet, "icnr_", lambda conv, scale=2: None)
+    differ, default = grid()
+    assert same and not differ
+    assert icnr < 0.3 < 1.0 < default
