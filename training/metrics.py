@@ -110,7 +110,7 @@ def grid_amplitude(img, period=4, crop_border=4):
     start += (-(start + half)) % p  # the first row and column at grid position 0 of the picture
     high = high[start:, start:]
     rows, cols = high.shape[0] // p * p, high.shape[1] // p * p
-    if rows - 2 * p < 0 or cols - 2 * p < 0:
+    if rows < 2 * p or cols < 2 * p:
         raise ValueError(f"a picture of {img.shape[1]}x{img.shape[0]} is too small for a {p}-px grid figure")
     means = high[:rows, :cols].reshape(rows // p, p, cols // p, p).mean(axis=(0, 2))
     return float(np.sqrt(np.mean((means - means.mean()) ** 2)))
