@@ -376,3 +376,35 @@ def test_an_untrained_generator_draws_no_dot_grid_thanks_to_icnr(seed, monkeypat
     differ, default = grid()
     assert same and not differ
     assert icnr < 0.3 < 1.0 < default
+
+
+def test_the_unet_discriminator_judges_each_pixel_from_its_neighbourhood():
+    """Real-ESRGAN's U-Net gives one verdict per pixel: damage in one corner of a photo moves the verdicts there
+    and leaves the far corner's as they were (SRGAN's gives one number for the whole patch)."""
+    from model.discriminator import make_discriminator
+
+    torch.manual_seed(0)
+    d = make_discriminator("unet").eval()
+    x = torch.rand(1, 3, 128, 128)
+    damaged = x.clone()
+    damaged[..., :16, :16] = 0.5
+    with torch.no_grad():
+        a, b = d(x), d(damaged)
+    assert a.shape == (1, 1, 128, 128)
+    assert (a - b)[..., :16, :16].abs().mean() > 1e-3
+    assert torch.equal(a[..., -32:, -32:], b[..., -32:, -32:])
+    with torch.no_grad():
+        assert make_discriminator("vgg").eval()(x).shape == (1,)
+
+
+def test_a_gan_run_with_the_unet_discriminator_says_so_and_resumes_only_with_it(tmp_path):
+    args = tiny_gan_run(tmp_path) + ["--disc", "unet"]
+    train_sr.main(args + ["--minutes", "0.03"])
+    entry = run_manifest(tmp_path / "w")["srgan"]
+    assert entry["training"]["steps"] > 0
+    assert "RaGAN (per pixel, U-Net discriminator)" in entry["loss"]
+    with pytest.raises(SystemExit, match="another discriminator than --disc vgg"):
+        train_sr.main(args[:-2] + ["--disc", "vgg", "--minutes", "1"])
+    spent = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)["elapsed"]["srgan"]
+    train_sr.main(args + ["--minutes", f"{spent / 60 + 0.03:.4f}"])
+    assert run_manifest(tmp_path / "w")["srgan"]["training"]["steps"] > entry["training"]["steps"]

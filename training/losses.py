@@ -149,7 +149,9 @@ def describe_sr_loss(phase, args):
             + (f"{args.lowpass_weight:g} x 4x4-mean L1 + " if args.lowpass_weight else "")
             + (f"{args.texture_weight:g} x 8x8 log gradient-amplitude L1 + " if args.texture_weight else "")
             + (f"{args.flat_weight:g} x pixel L1 where the LR is smooth + " if args.flat_weight else "")
-            + f"{args.adv_weight:g} x RaGAN, from srresnet"
+            + f"{args.adv_weight:g} x RaGAN"
+            + (" (per pixel, U-Net discriminator)" if getattr(args, "disc", "vgg") == "unet" else "")
+            + ", from srresnet"
             + (f"; the weights' moving average (decay {args.ema:g})" if args.ema else ""))
 
 
@@ -177,6 +179,9 @@ def add_sr_loss_args(p):
     p.add_argument("--flat-weight", type=float, default=10.0,
                    help="SRGAN: pixel L1 weight where the LR photo is smooth (flat_mask): no painted grain there")
     p.add_argument("--adv-weight", type=float, default=0.01, help="SRGAN: adversarial loss weight")
+    p.add_argument("--disc", choices=("vgg", "unet"), default="vgg",
+                   help="SRGAN's discriminator: vgg (SRGAN's, one verdict per patch) or unet (Real-ESRGAN's "
+                        "U-Net with spectral norm, one per pixel; model.discriminator)")
     p.add_argument("--ema", type=float, default=0.995,
                    help="SRGAN: decay of the moving average of the generator's weights that is validated and "
                         "exported (0: the raw weights, whose look swings from step to step under the GAN)")

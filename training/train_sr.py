@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.consistency import LRConsistency
-from model.discriminator import Discriminator
+from model.discriminator import make_discriminator
 from model.vgg import layer_names
 from training import degrade, distributed, recipes
 from training.common import (add_machine_args, autocast, choose_precision, cosine_lr, hardware,
@@ -73,7 +73,8 @@ def gan_step(g, d, vgg, opt, opt_d, lr_img, hr, args, precision):
     with autocast(dev, precision):
         sr = g(lr_img)
         fake_logit = d(sr).float()
-        real_logit = d(hr).float().detach()
+        with torch.no_grad():
+            real_logit = d(hr).float()
         percep = feature_l1(vgg, sr, target, args.percep_layers)
     terms = sr_generator_terms(sr, target, clean_lr, percep, real_logit, fake_logit, args)
     loss = sr_generator_loss(terms, args)
@@ -265,13 +266,18 @@ def start_gan(args, state, device, resumed):
     g = state["g"]
     if args.consistency:  # SRGAN's generator ends in the back-projection (weightless); SRResNet's does not
         g.consistency = LRConsistency(args.consistency).to(device)
-    d = Discriminator().to(device)
+    d = make_discriminator(args.disc).to(device)
     deepest = max(args.percep_layers, key=layer_names().index)
     state.update(d=d, vgg=load_vgg(args.vgg, device, last=deepest),
                  opt_srgan=torch.optim.Adam(g.parameters(), args.lr / 2, betas=(0.9, 0.99)),
                  opt_d=torch.optim.Adam(d.parameters(), args.lr / 2, betas=(0.9, 0.99)))
     if resumed is not None and "d" in resumed:
-        d.load_state_dict(resumed["d"], strict=True)
+        try:
+            d.load_state_dict(resumed["d"], strict=True)
+        except RuntimeError:
+            raise SystemExit(f"the checkpoint in {args.checkpoint_dir} was trained with another discriminator than "
+                             f"--disc {args.disc}: resume it with that one, or start the run in its own folder "
+                             "(--out and --checkpoint-dir)") from None
         state["opt_srgan"].load_state_dict(resumed["opt_srgan"])
         state["opt_d"].load_state_dict(resumed["opt_d"])
     if args.ema:
