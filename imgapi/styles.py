@@ -10,7 +10,8 @@ from functools import lru_cache
 from imgapi import images
 from imgapi.errors import ApiError, unavailable
 from imgapi.stylize import alpha_for
-from imgapi.universal import StatsCache, bf16_units, load_stats, style_statistics, stylize_universal
+from imgapi.universal import (StatsCache, bf16_units, load_stats, served_settings, style_statistics,
+                              stylize_universal)
 
 ENCODER, DECODER = "universal/encoder", "universal/decoder"
 
@@ -79,9 +80,9 @@ class UniversalStyles:
     def stylize(self, rgb, alpha, stats, *, strength, preserve_color, max_side):
         """``(out, alpha)``: ``rgb`` ((H, W, 3) uint8) restyled with ``stats()``; alpha resized to match."""
         encoder, decoder = self._modules()
-        # The deepest level the shipped decoder is used from: chosen by its side-by-side sheet (docs/models.md).
-        depth = int(decoder.entry.get("depth", 4))
+        # The deepest level the shipped decoder is used from and the photo's share of the finest one: chosen
+        # by the side-by-side sheet and its figures (docs/models.md).
         out = stylize_universal(encoder.module, decoder.module, rgb, stats(), strength=strength,
                                 preserve_color=preserve_color, max_side=max_side, precision=precision(),
-                                depth=depth)
+                                **served_settings(decoder.entry))
         return out, alpha_for(out, alpha)

@@ -125,16 +125,25 @@ def whiten_colour(f, mean, colouring, strength):
     return y if strength >= 1.0 else strength * y + (1.0 - strength) * f
 
 
-def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4):
+def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4, detail=0.0):
     """Stylize ``x`` (1, 3, H, W) in [0, 1] with the statistics ``stats``, whitening and colouring from level
     ``depth`` (4: relu4_1, the coarsest strokes; 1: relu1_1, colours and fine texture only) down to relu1_1;
-    returns (1, 3, H, W) clamped to [0, 1]."""
+    returns (1, 3, H, W) clamped to [0, 1].
+
+    ``detail`` (0..1) is the share of the photo's own relu1_1 features in those whitened and coloured last
+    (below ``depth`` 1): the edges and fine texture that the decoder blurs on its way down from the deeper
+    levels come back from the photo, and take the painting's colours and texture statistics there."""
     h, w = x.shape[-2:]
     blocks = (decoder.block1, decoder.block2, decoder.block3, decoder.block4)
     with torch.inference_mode(), plain_execution():
         with _autocast(precision):
-            f = encoder(_padded(x))[depth - 1]
+            feats = encoder(_padded(x))
+        f, fine = feats[depth - 1], feats[0] if detail > 0.0 else None
+        del feats
         for level in range(depth, 0, -1):
+            if level == 1 and depth > 1 and fine is not None:
+                f = torch.lerp(f.float(), fine.float(), float(detail))
+                fine = None
             mean, colouring = stats[LEVELS[level - 1]]
             f = whiten_colour(f, mean, colouring, strength)
             with _autocast(precision):
@@ -142,13 +151,20 @@ def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4
         return f.float()[..., :h, :w].clamp_(0.0, 1.0)
 
 
+def served_settings(entry):
+    """``{"depth", "detail"}`` of the decoder's manifest entry, as :func:`stylize_universal` takes them (an
+    entry without them: depth 4, detail 0)."""
+    return {"depth": int(entry.get("depth", 4)), "detail": float(entry.get("detail", 0.0))}
+
+
 def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_color=False, max_side=1024,
-                      precision="fp32", depth=4):
+                      precision="fp32", depth=4, detail=0.0):
     """Restyle ``rgb`` ((H, W, 3) uint8, EXIF applied) with a painting's ``stats`` (:func:`style_statistics`).
 
     ``strength`` 0..1 blends the features at every level (0: the photo itself, returned as it is);
     ``preserve_color`` keeps the photo's chroma (BT.601 Cb, Cr) and takes the stylized luminance;
-    ``depth``: the deepest level whitened and coloured (:func:`transfer`). ``max_side``: longer inputs are
+    ``depth``: the deepest level whitened and coloured, ``detail``: the photo's own share of the finest level
+    (:func:`transfer`; the decoder's manifest entry chooses both). ``max_side``: longer inputs are
     shrunk first (Lanczos), never past ``UNIVERSAL_MAX_SIDE``. Returns
     (h, w, 3) uint8 at the shrunk size.
     """
@@ -161,7 +177,7 @@ def stylize_universal(encoder, decoder, rgb, stats, *, strength=1.0, preserve_co
     if strength == 0.0:
         return np.array(rgb, dtype=np.uint8, copy=True)
     x = to_input(rgb)
-    y = transfer(encoder, decoder, x, stats, strength, precision, depth)[0].permute(1, 2, 0).numpy()
+    y = transfer(encoder, decoder, x, stats, strength, precision, depth, detail)[0].permute(1, 2, 0).numpy()
     if preserve_color:
         ycc = rgb_to_ycbcr(x[0].permute(1, 2, 0).numpy())
         ycc[..., 0] = rgb_to_ycbcr(y)[..., 0]

