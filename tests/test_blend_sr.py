@@ -24,21 +24,23 @@ def served(folder, name, net, initialised_from=None):
     return path
 
 
-def pair(tmp_path, noise=0.05, consistency=0):
+def pair(tmp_path, noise=0.05, consistency=0, name="srgan", condition=None):
     """A PSNR generator (near bicubic) and a 'GAN' fine-tuned from it (its tail pushed by ``noise``; with
-    ``consistency`` iterations of LR back-projection), served in ``tmp_path/w`` from one lineage. Up to
-    ``noise`` 0.1 the pictures stay in range, so more of the 'GAN' means more detail; past it they clip."""
+    ``consistency`` iterations of LR back-projection; with ``condition``, the damage plane, as ``real``),
+    served in ``tmp_path/w`` as ``srresnet.pt`` and ``<name>.pt`` from one lineage. Up to ``noise`` 0.1 the
+    pictures stay in range, so more of the 'GAN' means more detail; past it they clip."""
     torch.manual_seed(0)
     psnr = SRResNet(channels=8, blocks=1).eval()
     with torch.no_grad():
         psnr.tail.weight.normal_(0, 0.002)
     psnr_path = served(tmp_path / "w", "srresnet", psnr)
     sha = json.loads((tmp_path / "w" / "manifest.json").read_text())["models"]["srresnet"]["sha256"]
-    gan = sr_from_state_dict(torch.jit.load(str(psnr_path)).state_dict(), consistency=consistency).eval()
+    gan = sr_from_state_dict(torch.jit.load(str(psnr_path)).state_dict(), consistency=consistency,
+                             condition=condition).eval()
     with torch.no_grad():
         gan.tail.weight.add_(torch.randn_like(gan.tail.weight) * noise)
         gan.head[0].weight.mul_(1.1)
-    gan_path = served(tmp_path / "w", "srgan", gan, initialised_from=f"srresnet.pt (sha256 {sha[:12]})")
+    gan_path = served(tmp_path / "w", name, gan, initialised_from=f"srresnet.pt (sha256 {sha[:12]})")
     return gan_path, psnr_path
 
 
@@ -151,3 +153,29 @@ def test_an_alpha_above_1_goes_on_past_the_gan_and_says_so(tmp_path):
     entry = json.loads((tmp_path / "o" / "manifest.json").read_text())["models"]["srgan"]
     assert entry["blend"]["alpha"] == 1.2
     assert entry["loss"] == "1.2 x [GAN] - 0.2 x [srresnet, L1] (network extrapolation)"
+
+
+def test_a_damage_blend_moves_from_the_clean_alpha_to_the_damaged_one_with_the_level(tmp_path):
+    gan_path, psnr_path = pair(tmp_path, name="real", condition=True)
+    args = ["--name", "real", "--gan", str(gan_path), "--psnr", str(psnr_path), "--out", str(tmp_path / "o"),
+            "--alpha", "0.8", "--alpha-clean", "0.2", "--val", str(photos(tmp_path / "val", 1, 40)), "--threads", "1"]
+    assert blend_sr.main(args) == 0
+
+    entry = json.loads((tmp_path / "o" / "manifest.json").read_text())["models"]["real"]
+    assert (entry["blend"]["alpha_clean"], entry["blend"]["alpha"]) == (0.2, 0.8)
+    assert entry["loss"].startswith("(0.2 at damage 0 to 0.8 at damage 1) x [GAN]")
+    gan, psnr = blend_sr.trainable(gan_path), blend_sr.trainable(psnr_path, condition=True)
+    x = torch.rand(1, 3, 12, 10)
+    outs = []
+    for level, alpha in ((0.0, 0.2), (0.5, 0.5), (1.0, 0.8)):
+        xl = torch.cat([x, torch.full_like(x[:, :1], level)], 1)
+        outs.append(outputs(tmp_path / "o" / "real.pt", xl))
+        torch.testing.assert_close(outs[-1], outputs(blend_sr.mix(gan, psnr, alpha), xl), atol=2e-5, rtol=0)
+    assert (outs[0] - outs[2]).abs().max() > 1e-3  # the level moves the picture
+    # The validation photos are clean shrinks: the manifest's figures are the blend's at level 0.
+    assert entry["psnr_y"] == pytest.approx(blend_sr.validate(blend_sr.mix(gan, psnr, 0.2), blend_sr.list_images(
+        tmp_path / "val"), torch.device("cpu"))["psnr_y"], abs=1e-6)
+    with pytest.raises(ValueError, match="damage blend"):
+        sr_from_state_dict(torch.jit.load(str(tmp_path / "o" / "real.pt")).state_dict())
+    with pytest.raises(SystemExit):
+        blend_sr.parse_args(args[:8] + ["--alpha-clean", "0.2"])  # no --alpha: nothing to reach at level 1

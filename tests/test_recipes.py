@@ -187,3 +187,4 @@ def test_the_real_recipe_is_how_the_shipped_real_was_made():
     assert describe_sr_loss("srgan", real) == entry["loss_segments"][-1]["loss"]  # the GAN phase's loss
     blend = blend_sr.parse_args(["--recipe", str(RECIPES / "real.toml")])
     assert blend.name == "real" and blend.alpha == entry["blend"]["alpha"] and blend.psnr == "weights/srresnet.pt"
+    assert blend.alpha_clean == entry["blend"].get("alpha_clean")  # the GAN's share at damage level 0

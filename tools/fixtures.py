@@ -62,17 +62,22 @@ def write_weights(folder):
 
 
 def add_real(folder, models, seed=5):
-    """A tiny ``real`` model into ``folder`` and ``models`` (the manifest's entries): an SRResNet conditioned on
-    the damage level (``(1, 4, H, W)`` in: RGB and the level's plane), traced, with ``arch.condition``
-    ``"damage"`` as training writes it. Its tail and the level's head weights are random and large enough that
-    the level shows in the 8-bit output."""
-    torch.manual_seed(seed)
-    net = SRResNet(channels=8, blocks=1, condition=True).eval()
-    with torch.no_grad():
-        nn.init.normal_(net.tail.weight, std=0.05)
-        nn.init.normal_(net.head[0].weight[:, 3], std=0.3)
+    """A tiny ``real`` model into ``folder`` and ``models`` (the manifest's entries), made as the shipped one is:
+    two SRResNets conditioned on the damage level (``(1, 4, H, W)`` in: RGB and the level's plane) mixed per
+    request by that level (``model.damage_blend.DamageBlend``, all of the first at level 0, all of the second
+    at 1), traced, with ``arch.condition`` ``"damage"`` as training writes it. Their tails and the level's head
+    weights are random and large enough that the level shows in the 8-bit output."""
+    from model.damage_blend import DamageBlend
+    nets = []
+    for k in range(2):
+        torch.manual_seed(seed + k)
+        net = SRResNet(channels=8, blocks=1, condition=True).eval()
+        with torch.no_grad():
+            nn.init.normal_(net.tail.weight, std=0.05)
+            nn.init.normal_(net.head[0].weight[:, 3], std=0.3)
+        nets.append(net)
     with torch.inference_mode():
-        traced = torch.jit.trace(net, torch.rand(1, 4, 16, 16), check_trace=False)
+        traced = torch.jit.trace(DamageBlend(*nets).eval(), torch.rand(1, 4, 16, 16), check_trace=False)
     torch.jit.save(traced, str(folder / "real.pt"))
     models["real"] = dict(file="real.pt", sha256=hashlib.sha256((folder / "real.pt").read_bytes()).hexdigest(),
                           kind="sr", scale=4, arch=dict(channels=8, blocks=1, condition="damage"))

@@ -22,7 +22,6 @@ alpha and the PSNR parent from the recipe's ``[blend]`` table; ``make promote`` 
 plane, with ``srresnet.pt`` given that plane at zero weight, into ``real.pt``.
 """
 import argparse
-import copy
 import json
 import shutil
 import sys
@@ -33,7 +32,7 @@ from PIL import Image
 
 from training import recipes
 from training.common import list_images
-from training.export import export_sr, sr_from_state_dict
+from training.export import export_damage_blend, export_sr, mixed, sr_from_state_dict
 from training.manifest import sha256_file, update_manifest
 from training.prepare_data import centre_crop
 from training.validation import measure, validate
@@ -78,13 +77,10 @@ def trainable(path, entry=None, condition=None):
 def mix(gan, psnr, alpha):
     """A new network: ``alpha * gan + (1 - alpha) * psnr`` for every floating-point parameter and buffer
     (both trainable ``SRResNet`` of one layout; integer buffers and the LR back-projection are the GAN's)."""
-    a, b = gan.state_dict(), psnr.state_dict()
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        raise SystemExit("the two generators differ in layout (channels or blocks); they cannot be mixed")
-    net = copy.deepcopy(gan)
-    net.load_state_dict({k: torch.lerp(b[k], a[k], alpha) if a[k].is_floating_point() else a[k] for k in a},
-                        strict=True)
-    return net.eval()
+    try:
+        return mixed(gan, psnr, alpha)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def centre_crops(paths, size):
@@ -123,6 +119,9 @@ def parse_args(argv=None):
     p.add_argument("--crop", type=int, default=256, help="side of the centre crop of each selection photo")
     p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS), help="weights of the GAN tried")
     p.add_argument("--alpha", type=float, default=None, help="this weight of the GAN, without a sweep")
+    p.add_argument("--alpha-clean", type=float, default=None,
+                   help="with --name real: the GAN's weight at damage level 0, --alpha being its weight at level 1; "
+                        "the file then mixes the two per request at the level it is given (model.damage_blend)")
     p.add_argument("--via", default=None,
                    help="the served file the GAN started from when that was itself fine-tuned from --psnr "
                         "(a GAN-only run from an earlier run's pixel phase: runs/real_v1/real_pixel.pt)")
@@ -143,6 +142,9 @@ def parse_args(argv=None):
         except (OSError, ValueError) as e:
             p.error(str(e))
     args = p.parse_args(argv)
+    if args.alpha_clean is not None and (args.alpha is None or not 0 <= args.alpha_clean <= 1):
+        p.error(f"--alpha-clean {args.alpha_clean} needs --alpha (its weight at damage level 1) and a value "
+                "from 0 to 1")
     args.out = args.out or str(Path(args.gan).parent)
     args.keep_gan = args.keep_gan or str(Path(args.out) / "unblended" / f"{args.name}.pt")
     recipes.refuse_shipped(args.out)
@@ -216,15 +218,22 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{args.name}.pt"
     kept = keep_gan(args, gan_entry, target)
-    net = mix(gan, psnr, alpha)
-    export_sr(net, target)
+    if args.alpha_clean is None:
+        net = mix(gan, psnr, alpha)
+        export_sr(net, target)
+        share, rest = f"{alpha:g}", f"{abs(1 - alpha):g}"
+    else:  # the validation photos are clean shrinks: they get the blend at damage level 0
+        net = mix(gan, psnr, args.alpha_clean)
+        export_damage_blend(psnr, gan, args.alpha_clean, alpha, target)
+        share, rest = f"({args.alpha_clean:g} at damage 0 to {alpha:g} at damage 1)", "the rest"
     sign = "-" if alpha > 1 else "+"
     val_paths = list_images(args.val)
     v = validate(net, val_paths, torch.device("cpu"))
     entry = dict(gan_entry, file=target.name,
-                 loss=f"{alpha:g} x [{gan_entry['loss']}] {sign} {abs(1 - alpha):g} x [srresnet, "
+                 loss=f"{share} x [{gan_entry['loss']}] {sign} {rest} x [srresnet, "
                       f"{psnr_entry['loss']}] (network {'extrapolation' if alpha > 1 else 'interpolation'})",
-                 blend=dict(alpha=alpha, chosen=chosen_on, sweep=rows,
+                 blend=dict(alpha=alpha, **({} if args.alpha_clean is None else {"alpha_clean": args.alpha_clean}),
+                            chosen=chosen_on, sweep=rows,
                             gan=dict(sha256=gan_entry["sha256"], steps=gan_entry["training"]["steps"],
                                      kept_at=str(kept)),
                             psnr=dict(file=Path(args.psnr).name, sha256=psnr_entry["sha256"],
@@ -233,7 +242,7 @@ def main(argv=None):
                  validation=dict(gan_entry["validation"], images=[p.name for p in val_paths]),
                  **v, gain_db=round(v["psnr_y"] - v["bicubic_psnr_y"], 3))
     entry = update_manifest(out, args.name, entry)
-    print(f"{args.name} = {alpha:g} x GAN {sign} {abs(1 - alpha):g} x SRResNet -> {target}: validation Y-PSNR "
+    print(f"{args.name} = {share} x GAN {sign} {rest} x SRResNet -> {target}: validation Y-PSNR "
           f"{entry['psnr_y']:.2f} dB (bicubic {entry['bicubic_psnr_y']:.2f}, gain {entry['gain_db']:+.2f}), "
           f"detail {entry['detail']:.2f} (bicubic {entry['bicubic_detail']:.2f})")
     return 0

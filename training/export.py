@@ -17,8 +17,8 @@ from model.rewrites import (SubpixelUpsampleConv, factor_conv, fold_shuffle_into
 from model.srresnet import SRResNet
 from model.transformer_net import TransformerNet
 
-__all__ = ["export_sr", "export_style", "sr_from_state_dict", "style_from_state_dict", "rewritten",
-           "SR_TOLERANCE", "STYLE_TOLERANCE"]
+__all__ = ["export_sr", "export_damage_blend", "mixed", "export_style", "sr_from_state_dict",
+           "style_from_state_dict", "rewritten", "SR_TOLERANCE", "STYLE_TOLERANCE"]
 
 # Largest difference allowed between a served file and the network it was made from, on [0, 1] outputs:
 # far below one grey level (1/255), far above float rounding through 20-odd layers.
@@ -54,6 +54,38 @@ def export_sr(net, path):
     torch.jit.save(traced, str(path))
 
 
+def mixed(gan, psnr, alpha):
+    """A copy of ``gan`` (a trainable ``SRResNet``) with ``alpha * gan + (1 - alpha) * psnr`` for every
+    floating-point parameter and buffer (ESRGAN's network interpolation; integer buffers are the GAN's)."""
+    a, b = gan.state_dict(), psnr.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ValueError("the two generators differ in layout (channels or blocks); they cannot be mixed")
+    net = copy.deepcopy(gan)
+    net.load_state_dict({k: torch.lerp(b[k], a[k], alpha) if a[k].is_floating_point() else a[k] for k in a},
+                        strict=True)
+    return net.eval()
+
+
+def export_damage_blend(psnr, gan, clean, damaged, path):
+    """Trace a ``model.damage_blend.DamageBlend`` of two trainable conditioned ``SRResNet`` (``alpha`` of the
+    GAN ``clean`` at damage level 0, ``damaged`` at 1) to TorchScript at ``path``, channels_last, after
+    checking it against :func:`mixed` at levels 0, 0.5 and 1 (and at a level the trace was not made with)."""
+    from model.damage_blend import DamageBlend
+    blend = DamageBlend(psnr, gan, clean, damaged).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 27, 33)
+    with torch.inference_mode():
+        traced = torch.jit.trace(blend, torch.cat([torch.rand(1, 3, 32, 32), torch.full((1, 1, 32, 32), 0.3)], 1),
+                                 check_trace=False)
+        for level in (0.0, 0.5, 1.0):
+            alpha = min(max(clean + (damaged - clean) * level, 0.0), 1.0)
+            probe = torch.cat([x, torch.full_like(x[:, :1], level)], 1)
+            diff = (traced(probe) - mixed(gan, psnr, alpha).cpu()(probe)).abs().max().item()
+            if diff > SR_TOLERANCE:
+                raise RuntimeError(f"the damage blend at level {level} differs from the mix at alpha {alpha:g} "
+                                   f"by {diff:.3g} (> {SR_TOLERANCE})")
+    torch.jit.save(traced, str(path))
+
+
 def _unfold_shuffle(weight, bias, r=2, k=9):
     """The k x k convolution (after ``PixelShuffle(r)``) that ``fold_shuffle_into_conv`` turned into
     ``weight`` / ``bias`` (before it): every original tap is read back from output phase (0, 0)."""
@@ -83,6 +115,9 @@ def sr_from_state_dict(sd, consistency=0, condition=None):
     exported SRResNet."""
     # the back-projection's fixed kernel (a trace keeps it with the weights) is rebuilt by SRResNet
     sd = {k: v.detach().float().contiguous() for k, v in dict(sd).items() if not k.startswith("consistency.")}
+    if "low.head.0.weight" in sd:
+        raise ValueError("a damage blend of two generators (model.damage_blend), not one SRResNet: start from "
+                         "one of its parents (its manifest entry's blend names them)")
     if "tail.0.0.weight" not in sd or "head.0.weight" not in sd:
         raise ValueError("not an exported SRResNet (no head.0 / factored tail.0.0 weights)")
     channels = sd["head.0.weight"].shape[0]
