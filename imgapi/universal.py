@@ -31,9 +31,15 @@ LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 MULTIPLE = 8  # three poolings in the encoder
 EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
 PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
-# The largest working size: a request's peak RSS is 2.7 GB at 768 px and 4.4 GB at 1024 px (measured through the
-# app on 2 threads, docs/models.md), over Lambda's default 3008 MB.
+# The largest working size: a request's peak RSS is 2.3-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over Lambda's
+# default 3008 MB (fresh processes through the app on 2 threads, bf16; docs/models.md).
 UNIVERSAL_MAX_SIDE = 768
+# The decoder blocks run in strips of about this many input pixels (:func:`decode_in_strips`), each with this
+# many rows of context on either side.
+STRIP_PIXELS = 1 << 17
+STRIP_HALO = 4
+# Whitening and colouring handle the pixels in chunks of this many (C x chunk temporaries only).
+CHUNK_PIXELS = 1 << 16
 
 
 def cpu_flags():
@@ -80,11 +86,15 @@ def covariance_stats(f):
     """Mean ``(C,)``, eigenvalues ``(k,)`` and eigenvectors ``(C, k)`` (float64) of ``(1, C, H, W)`` features'
     covariance; eigenvalues below ``EPS`` times the largest are left out."""
     c = f.shape[1]
-    x = f[0].reshape(c, -1).float()
+    x = f[0].reshape(c, -1)
     mean = x.mean(1, dtype=torch.float64)
-    # The pixel sums in float32 (a 1024-px photo's relu1_1 in float64 would be 512 MB), the C x C in float64.
-    x = x - mean.float()[:, None]
-    cov = (x @ x.T).to(torch.float64) / max(x.shape[1] - 1, 1)
+    # The pixel sums in float32 (a 1024-px photo's relu1_1 in float64 would be 512 MB), centred a chunk of
+    # pixels at a time (no full-size copy), the C x C in float64.
+    m32, cov = mean.float()[:, None], torch.zeros(c, c, dtype=torch.float64)
+    for chunk in x.split(CHUNK_PIXELS, dim=1):
+        centred = chunk.float() - m32
+        cov += (centred @ centred.T).to(torch.float64)
+    cov /= max(x.shape[1] - 1, 1)
     vals, vecs = torch.linalg.eigh(cov)
     keep = vals > EPS * max(vals.max().item(), EPS)
     return mean, vals[keep], vecs[:, keep]
@@ -111,18 +121,44 @@ def style_statistics(encoder, painting, precision="fp32"):
 
 def whiten_colour(f, mean, colouring, strength):
     """``f`` (1, C, H, W) with its own covariance removed and the painting's ``mean``/``colouring`` put in,
-    blended with ``f`` by ``strength``; float32 out."""
-    f = f.float()
-    c, h, w = f.shape[1:]
-    own_mean, vals, vecs = covariance_stats(f)
-    x = f[0].reshape(c, -1) - own_mean.float()[:, None]
+    blended with ``f`` by ``strength``; a new float32 tensor (``f`` is left as it was)."""
+    out = f.to(torch.float32, copy=True)
+    c, h, w = out.shape[1:]
+    own_mean, vals, vecs = covariance_stats(out)
     whitening = vecs @ torch.diag(vals.rsqrt()) @ vecs.T
     colour = torch.as_tensor(colouring, dtype=torch.float64)
-    # One C x C matrix applied to the pixels, in float32: the float64 part is C x C only.
+    # One C x C matrix applied to the pixels, in float32 (the float64 part is C x C only), a chunk of pixels
+    # at a time, in place: no full-size temporary beside the float32 copy (at 768 px relu1_1 is 150 MB).
     transform = (colour @ whitening).float()
-    y = transform @ x + torch.as_tensor(mean, dtype=torch.float32)[:, None]
-    y = y.reshape(1, c, h, w)
-    return y if strength >= 1.0 else strength * y + (1.0 - strength) * f
+    shift = torch.as_tensor(mean, dtype=torch.float32)[:, None] - transform @ own_mean.float()[:, None]
+    x = out[0].reshape(c, -1)
+    for chunk in x.split(CHUNK_PIXELS, dim=1):
+        y = torch.addmm(shift, transform, chunk)
+        if strength < 1.0:
+            y.mul_(strength).add_(chunk, alpha=1.0 - strength)
+        chunk.copy_(y)
+    return out
+
+
+def decode_in_strips(block, f, scale, pixels=STRIP_PIXELS, halo=STRIP_HALO):
+    """``block(f)`` for a decoder block (``(1, C, H, W)`` in, ``(1, C', scale*H, scale*W)`` out), computed in
+    horizontal strips of about ``pixels`` input pixels, each with ``halo`` rows of context above and below
+    that are cropped from its output: the same picture as one call (the blocks' 3x3 convolutions see at most
+    2 input rows away, and their reflection padding then touches only the cropped rows), while the block's
+    full-size temporaries (padded copies, hidden layers) exist for one strip at a time."""
+    h, w = f.shape[-2:]
+    rows = max(8, pixels // max(w, 1))
+    if h <= rows + 2 * halo:
+        return block(f)
+    out = None
+    for y0 in range(0, h, rows):
+        y1 = min(h, y0 + rows)
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        part = block(f[..., a:b, :])
+        if out is None:
+            out = part.new_empty(part.shape[:2] + (h * scale, part.shape[-1]))
+        out[..., y0 * scale:y1 * scale, :] = part[..., (y0 - a) * scale:(y1 - a) * scale, :]
+    return out
 
 
 def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4, detail=0.0):
@@ -142,12 +178,16 @@ def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4
         del feats
         for level in range(depth, 0, -1):
             if level == 1 and depth > 1 and fine is not None:
-                f = torch.lerp(f.float(), fine.float(), float(detail))
+                # In place, in the features' own precision: at 768 px a relu1_1-sized float temporary is
+                # 150 MB of a peak near Lambda's 3008 MB (docs/models.md).
+                if f.dtype != fine.dtype:
+                    f, fine = f.float(), fine.float()
+                f.lerp_(fine, float(detail))
                 fine = None
             mean, colouring = stats[LEVELS[level - 1]]
             f = whiten_colour(f, mean, colouring, strength)
             with _autocast(precision):
-                f = blocks[level - 1](f)
+                f = decode_in_strips(blocks[level - 1], f, 1 if level == 1 else 2)
         return f.float()[..., :h, :w].clamp_(0.0, 1.0)
 
 

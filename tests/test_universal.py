@@ -235,3 +235,18 @@ def test_detail_brings_back_the_photos_finest_features_and_the_manifest_chooses_
     client = create_app(Config(weights_dir=tmp_path / "w", torch_threads=1)).test_client()
     _, served = result(post(client, encode(photo(32, 24)), painting_png()))
     np.testing.assert_array_equal(served, half)
+
+
+def test_decoding_in_strips_gives_the_same_picture_as_one_call(tiny_weights):
+    from imgapi.universal import decode_in_strips
+    decoder = torch.jit.load(str(tiny_weights / "universal_decoder.pt"))
+    gen = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for block, scale, width in ((decoder.block2, 2, 8), (decoder.block1, 1, 4), (decoder.block4, 2, 8)):
+            f = torch.rand(1, width, 23, 19, generator=gen)
+            whole = block(f)
+            strips = decode_in_strips(block, f, scale, pixels=19 * 5)  # strips of 5 rows, 4 of context
+            assert strips.shape == whole.shape
+            torch.testing.assert_close(strips, whole, atol=1e-5, rtol=0)
+            # Without the context rows, each strip's padding shows at the seams.
+            assert (decode_in_strips(block, f, scale, pixels=19 * 5, halo=0) - whole).abs().max() > 1e-3
