@@ -174,10 +174,10 @@ def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4
     with torch.inference_mode(), plain_execution():
         with _autocast(precision):
             feats = encoder(_padded(x))
-        f, fine = feats[depth - 1], feats[0] if detail > 0.0 else None
+        f, fine = feats[depth - 1], feats[0] if detail > 0.0 and depth > 1 else None
         del feats
         for level in range(depth, 0, -1):
-            if level == 1 and depth > 1 and fine is not None:
+            if level == 1 and fine is not None:
                 # In place, in the features' own precision: at 768 px a relu1_1-sized float temporary is
                 # 150 MB of a peak near Lambda's 3008 MB (docs/models.md).
                 if f.dtype != fine.dtype:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from model.rewrites import factor_conv, fold_shuffle_into_conv
+from model.rewrites import tail_behind_last_shuffle
 
 
 def _served_parts(net):
@@ -32,15 +32,10 @@ def _served_parts(net):
         block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
         block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
     net.body_tail = nn.Sequential(fuse_conv_bn_eval(net.body_tail[0], net.body_tail[1]))
-    last = net.upsample[-1]
-    act = nn.PReLU(last.act.weight.numel() * 4)
-    with torch.no_grad():
-        act.weight.copy_(last.act.weight.detach().repeat_interleave(4))
-    last.shuffle, last.act = nn.Identity(), act
-    tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(net.tail)), nn.PixelShuffle(2))
+    tail_behind_last_shuffle(net, len(net.upsample))
     trunk = nn.Module()
     trunk.head, trunk.body, trunk.body_tail, trunk.upsample = net.head, net.body, net.body_tail, net.upsample
-    return trunk, tail
+    return trunk, net.tail
 
 
 class DamageBlend(nn.Module):

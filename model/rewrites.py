@@ -8,6 +8,18 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def tail_behind_last_shuffle(net, upsample_blocks):
+    """In place on an SRResNet (or its folded copy) with ``upsample_blocks`` upsampling blocks: its last pixel
+    shuffle moves behind the 9x9 tail (:func:`fold_shuffle_into_conv`; the PReLU before it takes each
+    channel's slope four times), and the tail is factored (:func:`factor_conv`) and followed by that shuffle."""
+    last = net.get_submodule(f"upsample.{upsample_blocks - 1}")
+    act = nn.PReLU(last.act.weight.numel() * 4)
+    with torch.no_grad():
+        act.weight.copy_(last.act.weight.detach().repeat_interleave(4))
+    last.shuffle, last.act = nn.Identity(), act
+    net.tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(net.tail)), nn.PixelShuffle(2))
+
+
 def factor_conv(conv):
     """``conv`` (a k x k convolution, stride 1, zero padding k // 2 or none, few output channels) as two
     convolutions computing the same sums: 1 x k to out x k channels, then k x 1 back to out channels.

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from model.rewrites import (SubpixelUpsampleConv, factor_conv, fold_shuffle_into_conv, subpixel_to_3x3,
+from model.rewrites import (SubpixelUpsampleConv, factor_conv, subpixel_to_3x3, tail_behind_last_shuffle,
                             unfactor_conv)
 from model.srresnet import SRResNet
 from model.transformer_net import TransformerNet
@@ -38,12 +38,7 @@ def export_sr(net, path):
     from torch.fx.experimental.optimization import fuse
     net = copy.deepcopy(net).eval().cpu()
     fast = fuse(net)  # a folded copy
-    last = fast.get_submodule(f"upsample.{len(net.upsample) - 1}")
-    act = nn.PReLU(last.act.weight.numel() * 4)
-    with torch.no_grad():
-        act.weight.copy_(last.act.weight.detach().repeat_interleave(4))
-    last.shuffle, last.act = nn.Identity(), act
-    fast.tail = nn.Sequential(factor_conv(fold_shuffle_into_conv(fast.tail)), nn.PixelShuffle(2))
+    tail_behind_last_shuffle(fast, len(net.upsample))
     fast = fast.to(memory_format=torch.channels_last)
     probe = torch.rand(1, net.head[0].in_channels, 32, 32)
     with torch.inference_mode():
