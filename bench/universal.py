@@ -49,6 +49,25 @@ print(json.dumps({"import_app": t1 - t0, "create_app": t2 - t1, "first_request":
 """
 
 
+# The largest working size (imgapi.universal.UNIVERSAL_MAX_SIDE) with a new painting, in a fresh process:
+# the peak memory a deployment must hold (Lambda's default is 3008 MB).
+LARGEST = r"""
+import json
+from imgapi.app import create_app
+from imgapi.config import Config
+from imgapi.universal import UNIVERSAL_MAX_SIDE
+from bench.bench import photo
+from bench.universal import form, painting_bytes
+client = create_app(Config.from_env()).test_client()
+body, ctype = form(photo(UNIVERSAL_MAX_SIDE), painting_bytes(0), None)
+r = client.post("/stylize", data=body, content_type=ctype)
+assert r.status_code == 200, r.get_data(as_text=True)[:300]
+hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print(json.dumps({"side": UNIVERSAL_MAX_SIDE, "peak_rss": hwm}))
+"""
+LAMBDA_DEFAULT_MB = 3008
+
+
 def painting_bytes(seed, side=PAINTING_SIDE):
     """A ``side``-px painting's PNG bytes: a shipped gallery painting when there is one, else synthetic
     strokes; ``seed`` changes a few pixels, so each seed is a painting the cache has not seen."""
@@ -109,21 +128,34 @@ def bench_requests(weights, threads, quick):
     return {k: median_ms(v) for k, v in t.items()}, len(next(iter(t.values())))
 
 
+def fresh_runs(script, weights, threads, repeats):
+    """The JSON line each of ``repeats`` fresh interpreters running ``script`` prints."""
+    from bench.bench import ROOT, base_env
+    runs = []
+    for _ in range(repeats):
+        r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env=base_env(threads, WEIGHTS_DIR=str(weights)))
+        if r.returncode != 0:
+            raise RuntimeError(f"universal child process failed: {r.stderr[-2000:]}")
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return runs
+
+
 def bench_cold_universal(weights, threads, quick):
     """Fresh interpreters: import, create the app, first universal request (models load, painting reduced),
     a second request with a new painting; peak RSS. Medians over the runs."""
-    from bench.bench import ROOT, base_env
-    runs = []
-    for _ in range(1 if quick else 3):
-        r = subprocess.run([sys.executable, "-c", COLD], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                           env=base_env(threads, WEIGHTS_DIR=str(weights)))
-        if r.returncode != 0:
-            raise RuntimeError(f"universal cold-start child failed: {r.stderr[-2000:]}")
-        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    runs = fresh_runs(COLD, weights, threads, 1 if quick else 3)
     med = {k: round(float(np.median([r[k] for r in runs])), 3) for k in runs[0]}
     med["peak_rss_mb"] = round(med.pop("peak_rss") / 2 ** 20, 1)
     med["repeats"] = len(runs)
     return med
+
+
+def bench_largest(weights, threads, quick):
+    """Peak RSS of one request at the universal model's largest working size, a fresh interpreter each run
+    (it varies by a few hundred MB from run to run with the heap's layout): ``{"side", "peak_rss_mb": [...]}``."""
+    runs = fresh_runs(LARGEST, weights, threads, 1 if quick else 5)
+    return {"side": runs[0]["side"], "peak_rss_mb": [round(r["peak_rss"] / 2 ** 20, 1) for r in runs]}
 
 
 def prepare(src, dest):
@@ -164,7 +196,9 @@ def bench_universal(src, weights, threads, quick):
     cold = bench_cold_universal(weights, threads, quick)
     print(f"  universal cold start: first request {cold['first_request']} s, peak RSS {cold['peak_rss_mb']} MB "
           f"({time.perf_counter() - t:.0f} s)", flush=True)
-    return {"source": source, "requests": requests, "repeats": repeats, "cold": cold}
+    largest = bench_largest(weights, threads, quick)
+    print(f"  universal at {largest['side']} px: peak RSS {largest['peak_rss_mb']} MB", flush=True)
+    return {"source": source, "requests": requests, "repeats": repeats, "cold": cold, "largest": largest}
 
 
 def markdown(u):
@@ -180,6 +214,10 @@ def markdown(u):
               f"{c['import_app'] + c['create_app']:.2f}, first request (models load, painting reduced, stylized) "
               f"{c['first_request']}, second request with a new painting {c['second_request']}; "
               f"peak RSS {c['peak_rss_mb']} MB."]
+    big = u["largest"]
+    lines += ["", f"At the largest working size ({big['side']}x{big['side']} photo, a new 512-px painting), peak RSS "
+              f"of a fresh process, {len(big['peak_rss_mb'])} runs: {', '.join(map(str, big['peak_rss_mb']))} MB "
+              f"(Lambda's default memory: {LAMBDA_DEFAULT_MB} MB)."]
     return lines
 
 
@@ -192,4 +230,9 @@ def targets(u):
         limit = 3000 if "first call" in name else 2000
         out.append({"target": f"stylize 512x512, {name} <= {limit / 1000:.0f} s", "measured": f"{ms} ms",
                     "met": ms <= limit})
+    big = u["largest"]
+    worst = max(big["peak_rss_mb"])
+    out.append({"target": f"stylize at the universal model's largest size ({big['side']} px): peak RSS < "
+                          f"{LAMBDA_DEFAULT_MB} MB, every run", "measured": f"worst {worst} MB of "
+                          f"{len(big['peak_rss_mb'])} runs", "met": worst < LAMBDA_DEFAULT_MB})
     return out

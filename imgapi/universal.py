@@ -31,7 +31,7 @@ LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 MULTIPLE = 8  # three poolings in the encoder
 EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
 PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
-# The largest working size: a request's peak RSS is 2.3-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over Lambda's
+# The largest working size: a request's peak RSS is 2.2-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over Lambda's
 # default 3008 MB (fresh processes through the app on 2 threads, bf16; docs/models.md).
 UNIVERSAL_MAX_SIDE = 768
 # The decoder blocks run in strips of about this many input pixels (:func:`decode_in_strips`), each with this
