@@ -178,10 +178,8 @@ def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4
         del feats
         for level in range(depth, 0, -1):
             if level == 1 and fine is not None:
-                # In place, in the features' own precision: at 768 px a relu1_1-sized float temporary is
-                # 150 MB of a peak near Lambda's 3008 MB (docs/models.md).
-                if f.dtype != fine.dtype:
-                    f, fine = f.float(), fine.float()
+                # In place, in the features' own precision (both come out of the same autocast): at 768 px a
+                # relu1_1-sized float temporary is 150 MB of a peak near Lambda's 3008 MB (docs/models.md).
                 f.lerp_(fine, float(detail))
                 fine = None
             mean, colouring = stats[LEVELS[level - 1]]
