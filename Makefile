@@ -12,7 +12,8 @@ MINUTES ?=
 STYLE_MINUTES ?=
 SR_RECIPES ?= srresnet srgan real
 # The trained style networks that ship (Starry Night is served as a preset of the universal model, which its
-# sheet chose: docs/models.md; STYLES=starry_night still trains its network, for comparison).
+# sheet chose: docs/models.md; STYLES=starry_night still trains its network, for comparison; STYLES=composition_vii
+# the next try at a network where its preset lacks the painting's wedges, with the painting at 512 px).
 STYLES ?= the_great_wave
 # The universal style model (docs/models.md): its decoders, then the gallery's presets into the same run,
 # runs/decoders/ (make promote RUN=runs/decoders). DECODER_MINUTES=1 to try it; UNIVERSAL= leaves it out.

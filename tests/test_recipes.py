@@ -79,6 +79,16 @@ def test_the_style_recipes_are_how_the_shipped_styles_were_made(name):
     assert args.init_from == f"weights/style_{name}.pt" and f"--minutes {round(made['minutes'])}" in made["command"]
 
 
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("style_*.toml")), ids=lambda p: p.stem)
+def test_every_style_recipe_trains_a_gallery_painting_from_a_file_in_the_clone(recipe):
+    # `make train-gpu STYLES=<name>` runs these, shipped or not: each names its painting and starts from a
+    # network that a fresh clone has.
+    args = train_style.parse_args(["--recipe", str(recipe)])
+    name = recipe.stem.removeprefix("style_")
+    assert args.style == [name] and (ROOT / "training" / "paintings" / f"{name}.jpg").is_file()
+    assert args.init_from and (ROOT / args.init_from).is_file() and args.out == f"runs/style_{name}"
+
+
 def tiny_sr_recipe(tmp_path):
     """A recipe file of a tiny SR run (tests.test_train_sr's folders), without the output folders."""
     argv = tiny_sr_run(tmp_path)
