@@ -88,6 +88,14 @@ def interleaved(fns, reps, warmup=1, settle_s=SETTLE_S):
     return out
 
 
+def status(key):
+    """A ``/proc/self/status`` memory figure (``"VmRSS:"``, ``"VmHWM:"``) of this process, in bytes: the child
+    interpreters' peak-RSS reading."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+
 def photo(side):
     """A ``side`` x ``side`` RGB photo (a validation image resized), or a smooth synthetic one."""
     if PHOTO.is_file():
@@ -491,12 +499,8 @@ from PIL import Image
 from imgapi import engine
 from imgapi.config import Config
 from imgapi.store import ModelStore
-from bench.bench import photo
+from bench.bench import photo, status
 
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
 cfg = Config.from_env()
 torch.set_num_threads(cfg.torch_threads)
 engine.keep_freed_memory()  # as create_app does

@@ -31,7 +31,7 @@ import io, json, sys, time
 t0 = time.perf_counter()
 from imgapi.app import create_app
 from imgapi.config import Config
-from bench.bench import photo
+from bench.bench import photo, status
 from bench.universal import form, painting_bytes
 t1 = time.perf_counter()
 client = create_app(Config.from_env()).test_client()
@@ -43,7 +43,7 @@ t3 = time.perf_counter()
 body, ctype = form(photo(512), painting_bytes(1), None)
 r = client.post("/stylize", data=body, content_type=ctype)
 t4 = time.perf_counter()
-hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+hwm = status("VmHWM:")
 print(json.dumps({"import_app": t1 - t0, "create_app": t2 - t1, "first_request": t3 - t2,
                   "second_request": t4 - t3, "peak_rss": hwm}))
 """
@@ -56,13 +56,13 @@ import json
 from imgapi.app import create_app
 from imgapi.config import Config
 from imgapi.universal import UNIVERSAL_MAX_SIDE
-from bench.bench import photo
+from bench.bench import photo, status
 from bench.universal import form, painting_bytes
 client = create_app(Config.from_env()).test_client()
 body, ctype = form(photo(UNIVERSAL_MAX_SIDE), painting_bytes(0), None)
 r = client.post("/stylize", data=body, content_type=ctype)
 assert r.status_code == 200, r.get_data(as_text=True)[:300]
-hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+hwm = status("VmHWM:")
 print(json.dumps({"side": UNIVERSAL_MAX_SIDE, "peak_rss": hwm}))
 """
 LAMBDA_DEFAULT_MB = 3008
