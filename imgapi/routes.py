@@ -63,7 +63,7 @@ def stylize():
     preserve = fields.boolean("preserve_color")
     max_side = fields.number("max_side", 1024, 16, config.max_side_limit, int)
     network = style is not None and _store().entry(f"style/{style}").get("kind") != "preset"
-    if not network:  # the universal model's full-size features: 2.2-2.7 GB of peak RSS at 768 px, 3.4-4.0 GB at 1024
+    if not network:  # the universal model's full-size features, float32: 2.2-2.7 GB of peak RSS at 768 px
         max_side = min(max_side, UNIVERSAL_MAX_SIDE)
     # As arrays: no copies into PIL and out.
     rgb, alpha = images.decode(fields.upload(config), config.max_stylize_pixels, arrays=True)

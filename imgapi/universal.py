@@ -15,8 +15,11 @@ the picture: coarse structures first, fine strokes last, without encoding the pi
 Statistics are arrays, so a named style can ship as a small ``.npz`` file (a *preset*), and a painting a
 user uploads is reduced once and kept by its sha256 (:class:`StatsCache`).
 """
+import copy
 import hashlib
 import threading
+import warnings
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -31,8 +34,9 @@ LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 MULTIPLE = 8  # three poolings in the encoder
 EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
 PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
-# The largest working size: a request's peak RSS is 2.2-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over Lambda's
-# default 3008 MB (fresh processes through the app on 2 threads, bf16; docs/models.md).
+# The largest working size: a request's peak RSS in float32 is 2.2-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over
+# Lambda's default 3008 MB (fresh processes through the app on 2 threads; 1.5-1.7 GB at 768 px in bf16, on a CPU
+# with bf16 units; docs/models.md).
 UNIVERSAL_MAX_SIDE = 768
 # The decoder blocks run in strips of about this many input pixels (:func:`decode_in_strips`), each with this
 # many rows of context on either side.
@@ -60,13 +64,36 @@ def cpu_flags():
 
 def bf16_units(flags=None):
     """True when the CPU has bf16 arithmetic units (AVX512-BF16 or AMX): bf16 then runs the encoder and
-    decoder at about 2.8x fp32's speed (docs/bench.md); without them it is emulated and much slower (12x for
-    a style training step on an AVX2-only AMD EPYC). ``flags``: :func:`cpu_flags` by default."""
+    decoder in about half fp32's time (:func:`in_precision`); without them it is emulated and much slower (12x
+    for a style training step on an AVX2-only AMD EPYC). ``flags``: :func:`cpu_flags` by default."""
     return bool({"avx512_bf16", "amx_bf16"} & (cpu_flags() if flags is None else flags))
 
 
-def _autocast(precision):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+_BF16_COPIES = weakref.WeakKeyDictionary()  # a traced module -> its bfloat16 copy
+_BF16_LOCK = threading.Lock()
+
+
+def _dtype(precision):
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def in_precision(module, precision):
+    """``module`` itself for ``"fp32"``; for ``"bf16"`` a copy of it with bfloat16 weights (made once per
+    module and kept while the module lives), which takes and returns bfloat16 tensors.
+
+    A traced module ignores ``torch.autocast`` when it runs as traced (:func:`plain_execution`): it computes
+    in float32 whatever the context. Its bfloat16 copy is what runs at the bf16 units' speed: 0.5x the time of
+    the encoder and of the decoder at 512 px on an AMD EPYC with AVX512-BF16, features within 0.6 % (relative
+    norm) of float32's (docs/models.md)."""
+    if precision != "bf16":
+        return module
+    with _BF16_LOCK:
+        copy_ = _BF16_COPIES.get(module)
+        if copy_ is None:
+            with warnings.catch_warnings():  # Module.to reads each traced parameter's .grad, which warns
+                warnings.simplefilter("ignore", UserWarning)
+                copy_ = _BF16_COPIES[module] = copy.deepcopy(module).to(torch.bfloat16)
+        return copy_
 
 
 def _padded(x, margin=0):
@@ -108,16 +135,18 @@ def covariance_stats(f):
     return mean, vals[keep], vecs[:, keep]
 
 
-def style_statistics(encoder, painting, precision="fp32"):
+def style_statistics(encoder, painting):
     """A painting's statistics: ``{level: (mean (C,), colouring (C, C))}`` float32 arrays, one per level.
 
-    ``painting``: (H, W, 3) uint8 RGB or a PIL RGB image, shrunk here to at most ``PAINTING_SIDE`` px.
+    ``painting``: (H, W, 3) uint8 RGB or a PIL RGB image, shrunk here to at most ``PAINTING_SIDE`` px. Always
+    encoded in float32: a painting is reduced once (a preset offline, an upload once per sha256), and an
+    uploaded painting then gives exactly its preset's picture.
     """
     if not isinstance(painting, np.ndarray):
         painting = np.asarray(shrink_to(painting.convert("RGB"), PAINTING_SIDE))
     elif max(painting.shape[:2]) > PAINTING_SIDE:
         painting = np.asarray(shrink_to(Image.fromarray(np.ascontiguousarray(painting), "RGB"), PAINTING_SIDE))
-    with torch.inference_mode(), plain_execution(), _autocast(precision):
+    with torch.inference_mode(), plain_execution():
         feats = encoder(_padded(to_input(painting)))
     out = {}
     for name, f in zip(LEVELS, feats):
@@ -178,22 +207,21 @@ def transfer(encoder, decoder, x, stats, strength=1.0, precision="fp32", depth=4
     (below ``depth`` 1): the edges and fine texture that the decoder blurs on its way down from the deeper
     levels come back from the photo, and take the painting's colours and texture statistics there."""
     h, w = x.shape[-2:]
+    dtype, decoder = _dtype(precision), in_precision(decoder, precision)
     blocks = (decoder.block1, decoder.block2, decoder.block3, decoder.block4)
     with torch.inference_mode(), plain_execution():
-        with _autocast(precision):
-            feats = encoder(_padded(x, MARGIN))
+        feats = in_precision(encoder, precision)(_padded(x, MARGIN).to(dtype))
         f, fine = feats[depth - 1], feats[0] if detail > 0.0 and depth > 1 else None
         del feats
         for level in range(depth, 0, -1):
             if level == 1 and fine is not None:
-                # In place, in the features' own precision (both come out of the same autocast): at 768 px a
+                # In place, in the modules' precision (the decoded and the photo's features alike): at 768 px a
                 # relu1_1-sized float temporary is 150 MB of a peak near Lambda's 3008 MB (docs/models.md).
                 f.lerp_(fine, float(detail))
                 fine = None
             mean, colouring = stats[LEVELS[level - 1]]
-            f = whiten_colour(f, mean, colouring, strength)
-            with _autocast(precision):
-                f = decode_in_strips(blocks[level - 1], f, 1 if level == 1 else 2)
+            f = whiten_colour(f, mean, colouring, strength).to(dtype)
+            f = decode_in_strips(blocks[level - 1], f, 1 if level == 1 else 2)
         return f.float()[..., MARGIN:MARGIN + h, MARGIN:MARGIN + w].clamp_(0.0, 1.0)
 
 

