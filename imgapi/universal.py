@@ -35,7 +35,7 @@ MULTIPLE = 8  # three poolings in the encoder
 EPS = 1e-5    # eigenvalues below this (relative to the largest) are left out, as in the WCT paper
 PAINTING_SIDE = 512  # a painting is reduced at this longest side at most
 # The largest working size: a request's peak RSS in float32 is 2.2-2.7 GB at 768 px and 3.4-4.0 GB at 1024 px, over
-# Lambda's default 3008 MB (fresh processes through the app on 2 threads; 1.4-1.5 GB at 768 px in bf16, on a CPU
+# Lambda's default 3008 MB (fresh processes through the app on 2 threads; 1.4-1.6 GB at 768 px in bf16, on a CPU
 # with bf16 units; docs/models.md).
 UNIVERSAL_MAX_SIDE = 768
 # The decoder blocks run in strips of about this many input pixels (:func:`decode_in_strips`), each with this
